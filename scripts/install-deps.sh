@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs every Debian package that building, testing, benchmarking and the demo need.
+# Idempotent: when everything is already installed it only checks and exits (no network).
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake make git pkg-config clang-format
+  # gRPC / protobuf / Abseil: Debian's single ABI (never vendor another copy).
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
+  # Numerics: Eigen for GEMM, FAISS for top-k, OpenBLAS so FAISS does not run on reference BLAS.
+  libeigen3-dev libfaiss-dev libopenblas-dev
+  # Service support.
+  prometheus-cpp-dev librocksdb-dev
+  # Tests and benchmarks.
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # Python reference tests and clients use /usr/bin/python3 with Debian's packages.
+  python3 python3-numpy python3-grpcio python3-protobuf python3-pytest
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install-deps: done"
