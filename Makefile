@@ -4,7 +4,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build test demo bench format check-format clean
+.PHONY: deps build test test-tsan demo bench format check-format clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -20,12 +20,17 @@ check-format:
 
 test: build check-format
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+	$(MAKE) test-tsan
+
+# The concurrency stress tests again, built with ThreadSanitizer (clang) in build-tsan/.
+test-tsan: deps
+	bash scripts/tsan.sh build-tsan
 
 demo: build
 	bash scripts/demo.sh $(BUILD_DIR)
 
 bench: build
-	bash scripts/bench.sh $(BUILD_DIR)
+	bash scripts/bench.sh $(BUILD_DIR) $(BENCH_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')

@@ -1,5 +1,6 @@
 #include "core/pool.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -117,6 +118,30 @@ absl::Status Pool::Add(Question q, absl::Span<const float> embedding) {
   }
   index_.emplace(q.key, size());
   questions_.push_back(std::move(q));
+  return absl::OkStatus();
+}
+
+absl::Status Pool::Replace(int64_t i, Question q, absl::Span<const float> embedding) {
+  if (i < 0 || i >= size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("question index ", i, " is outside the pool of ", size()));
+  }
+  DOTS_RETURN_IF_ERROR(ValidateQuestion(q));
+  DOTS_RETURN_IF_ERROR(ValidateEmbedding(embedding));
+  if (q.key != questions_[static_cast<size_t>(i)].key) {
+    return absl::InvalidArgumentError(absl::StrCat("field \"key\": ", QuoteKeyForMessage(q.key),
+                                                   " does not match the replaced question"));
+  }
+  if (dim_ > 0 && embedding.size() != static_cast<size_t>(dim_)) {
+    return absl::InvalidArgumentError(absl::StrCat("field \"embedding\": has ", embedding.size(),
+                                                   " values, the pool's dimension is ", dim_));
+  }
+  if (dim_ == 0 && !embedding.empty()) {
+    return absl::InvalidArgumentError(
+        "field \"embedding\": the pool's questions have no embeddings");
+  }
+  if (dim_ > 0) std::copy(embedding.begin(), embedding.end(), embeddings_.row(i));
+  questions_[static_cast<size_t>(i)] = std::move(q);
   return absl::OkStatus();
 }
 

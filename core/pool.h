@@ -63,6 +63,10 @@ class Pool {
   // values finite; otherwise InvalidArgument and the pool is unchanged. O(rows * cols).
   absl::Status SetEmbeddings(FloatMatrix m);
 
+  // Replaces question i in place (same key; an embedding of the pool's dimension, or none when
+  // the pool has none). Validates like Add; changes nothing on error. O(dim).
+  absl::Status Replace(int64_t i, Question q, absl::Span<const float> embedding = {});
+
   // Pre-allocates room for `n` questions (a capacity hint; changes no observable state).
   void Reserve(int64_t n);
 

@@ -5,6 +5,8 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake make git pkg-config clang-format
+  # ThreadSanitizer builds of the stress tests (make test-tsan).
+  clang-14 libclang-rt-14-dev libomp-14-dev
   # gRPC / protobuf / Abseil: Debian's single ABI (never vendor another copy).
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   # Numerics: Eigen for GEMM, FAISS for top-k, OpenBLAS so FAISS does not run on reference BLAS.

@@ -481,13 +481,16 @@ TEST(LoadPoolTest, InlineEmbeddingWithNpyIsAmbiguous) {
 // ---------------------------------------------------------------------------------------------
 // Real data
 
-// Finds a file under shared/data: next to the source tree when run by ctest, else /work/shared.
+// Finds a real data file: the repository's bundled data/ (DOTS_SOURCE_DIR is set by ctest), the
+// shared data set beside the repository, or data/ of the current directory.
 std::string RealDataPath(const std::string& relative) {
   std::vector<std::string> candidates;
   if (const char* src = std::getenv("DOTS_SOURCE_DIR"); src != nullptr && *src != '\0') {
+    candidates.push_back(std::string(src) + "/data/" + relative);
     candidates.push_back(std::string(src) + "/../shared/data/" + relative);
   }
-  candidates.push_back("/work/shared/data/" + relative);
+  candidates.push_back("data/" + relative);
+  candidates.push_back("../shared/data/" + relative);
   for (const std::string& c : candidates) {
     if (std::ifstream(c).good()) return c;
   }
@@ -516,8 +519,7 @@ LineCounts CountLines(const std::string& path) {
 
 TEST(LoadPoolTest, LoadsRealOneShotRlvrPool) {
   const std::string path = RealDataPath("oneshot-rlvr/questions.jsonl");
-  ASSERT_FALSE(path.empty()) << "oneshot-rlvr/questions.jsonl not found via DOTS_SOURCE_DIR or "
-                                "/work/shared/data";
+  ASSERT_FALSE(path.empty()) << "data/oneshot-rlvr/questions.jsonl not found (set DOTS_SOURCE_DIR)";
   auto pool = LoadPool(path);
   ASSERT_TRUE(pool.ok()) << pool.status();
   EXPECT_EQ(pool->size(), 1209);
@@ -539,7 +541,7 @@ TEST(LoadPoolTest, LoadsRealOneShotRlvrPool) {
   EXPECT_EQ(pool->question(0).metadata_json, R"({"answer": "\\frac{3}{7}"})");
 }
 
-TEST(LoadPoolTest, LoadsRealDeepScaleRPoolQuickly) {
+TEST(LoadPoolTest, LoadsRealDeepScaleRPool) {
   const std::string path = RealDataPath("deepscaler-passrates/questions.jsonl");
   ASSERT_FALSE(path.empty()) << "deepscaler-passrates/questions.jsonl not found";
   const auto start = std::chrono::steady_clock::now();
@@ -552,8 +554,6 @@ TEST(LoadPoolTest, LoadsRealDeepScaleRPoolQuickly) {
   std::cout << "LoadPool(" << path << "): " << pool->size() << " questions in " << seconds * 1e3
             << " ms\n";
   ::testing::Test::RecordProperty("load_ms", static_cast<int>(seconds * 1e3));
-  // Generous bound (shared 2-core machine, sanitizer builds); typical is far lower.
-  EXPECT_LT(seconds, 10.0);
 }
 
 }  // namespace

@@ -1,0 +1,178 @@
+// dotsctl estimate --questions Q.jsonl [--embeddings E.npy] --labels L.jsonl
+//                  [--adapter A.safetensors] [--mode paper|history|default] [--config run.json]
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_format.h"
+#include "client/cli/flags.h"
+#include "client/dotsctl/commands.h"
+#include "core/estimator.h"
+#include "core/estimator_config.h"
+#include "core/file_util.h"
+#include "core/json.h"
+#include "core/pool.h"
+#include "core/status_macros.h"
+
+namespace dots::dotsctl {
+namespace {
+
+struct Label {
+  int64_t question;
+  double success_rate;
+  int trials;
+};
+
+// Label lines: {"key": ..., "success_rate": r} with an optional "rollouts" (default: the group
+// size), the number of rollouts behind r, which weighs it against the prior.
+absl::StatusOr<std::vector<Label>> ReadLabels(const std::string& path, const Pool& pool,
+                                              int group_size) {
+  DOTS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  std::vector<Label> labels;
+  absl::flat_hash_set<int64_t> seen;
+  std::istringstream in(text);
+  std::string line;
+  for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto where = [&](const std::string& what) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s:%d: %s", path, line_no, what));
+    };
+    absl::StatusOr<JsonValue> value = ParseJson(line);
+    if (!value.ok()) return where(std::string(value.status().message()));
+    const JsonValue* key = value->Find("key");
+    const JsonValue* rate = value->Find("success_rate");
+    const JsonValue* rollouts = value->Find("rollouts");
+    if (key == nullptr || !key->is_string()) return where("field \"key\": a string is required");
+    if (rate == nullptr || !rate->is_number() || !(rate->as_number() >= 0) ||
+        !(rate->as_number() <= 1)) {
+      return where("field \"success_rate\": a number in [0, 1] is required");
+    }
+    std::optional<int64_t> q = pool.IndexOf(key->as_string());
+    if (!q.has_value()) {
+      return where(
+          absl::StrFormat("field \"key\": \"%s\" is not in the question pool", key->as_string()));
+    }
+    if (!seen.insert(*q).second) {
+      return where(absl::StrFormat("field \"key\": \"%s\" is labeled twice", key->as_string()));
+    }
+    int trials = group_size;
+    if (rollouts != nullptr) {
+      const double r = rollouts->is_number() ? rollouts->as_number() : -1;
+      if (!(r >= 1 && r <= 1e6 && std::floor(r) == r)) {
+        return where("field \"rollouts\": an integer in [1, 1000000] is required");
+      }
+      trials = static_cast<int>(r);
+    }
+    labels.push_back({*q, rate->as_number(), trials});
+  }
+  return labels;
+}
+
+absl::Status Run(const cli::FlagSet& flags) {
+  DOTS_ASSIGN_OR_RETURN(std::string questions, flags.Require("questions"));
+  DOTS_ASSIGN_OR_RETURN(std::string labels_path, flags.Require("labels"));
+  EstimatorConfig config;
+  int group_size = 8;
+  std::string config_text;
+  if (flags.Has("config")) {
+    DOTS_ASSIGN_OR_RETURN(config_text, ReadFile(flags.Get("config")));
+    absl::StatusOr<JsonValue> run = ParseJson(config_text);
+    if (!run.ok() || !run->is_object()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: not a JSON object%s", flags.Get("config"),
+          run.ok() ? "" : absl::StrFormat(" (%s)", std::string(run.status().message()))));
+    }
+    if (const JsonValue* block = run->Find("estimator"); block != nullptr) {
+      absl::Status s = ParseEstimatorConfig(*block, &config);
+      if (!s.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: %s", flags.Get("config"), std::string(s.message())));
+      }
+    }
+    if (const JsonValue* g = run->Find("group_size"); g != nullptr) {
+      if (!g->is_number() || g->as_number() < 1 || g->as_number() > 1e6 ||
+          std::floor(g->as_number()) != g->as_number()) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: group_size: want an integer in [1, 1000000]", flags.Get("config")));
+      }
+      group_size = static_cast<int>(g->as_number());
+    }
+  }
+  if (flags.Has("mode")) {
+    DOTS_ASSIGN_OR_RETURN(config.options.mode, ParseEstimatorMode(flags.Get("mode")));
+  }
+  if (flags.Has("adapter")) config.adapter_path = flags.Get("adapter");
+
+  DOTS_ASSIGN_OR_RETURN(Pool pool, LoadPool(questions, flags.Get("embeddings")));
+  std::shared_ptr<const Adapter> adapter;
+  if (!config.adapter_path.empty()) {
+    DOTS_ASSIGN_OR_RETURN(adapter, Adapter::Load(config.adapter_path));
+  }
+  if (config.options.mode != EstimatorMode::kHistory && !pool.has_embeddings()) {
+    if (adapter != nullptr) {
+      return absl::InvalidArgumentError(
+          "--embeddings: an adapter needs the embeddings it was trained on; the pool has none");
+    }
+    std::fprintf(stderr, "dotsctl estimate: no embeddings given; embedding prompts as text\n");
+    DOTS_RETURN_IF_ERROR(EnsureEmbeddings(&pool));
+  }
+  DOTS_ASSIGN_OR_RETURN(std::vector<Label> labels, ReadLabels(labels_path, pool, group_size));
+  DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Estimator> estimator,
+                        Estimator::Create(pool, adapter, config.options));
+  std::vector<int64_t> reference_set;
+  for (const Label& l : labels) {
+    DOTS_RETURN_IF_ERROR(
+        estimator->Observe(l.question, l.success_rate * l.trials, l.trials, /*version=*/0));
+    reference_set.push_back(l.question);
+  }
+  DOTS_ASSIGN_OR_RETURN(Estimates estimates, estimator->Estimate(0, reference_set));
+  std::string out;
+  for (int64_t q = 0; q < pool.size(); ++q) {
+    out += "{\"key\": ";
+    AppendJsonString(pool.question(q).key, &out);
+    out += ", \"p_hat\": " + JsonNumber(estimates.p_hat[q]) + "}\n";
+    if (out.size() > (1 << 20)) {
+      std::fwrite(out.data(), 1, out.size(), stdout);
+      out.clear();
+    }
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int Estimate(int argc, char** argv) {
+  cli::FlagSet flags(
+      "dotsctl estimate --questions Q.jsonl [--embeddings E.npy] --labels L.jsonl "
+      "[--adapter A.safetensors] [--mode paper|history|default] [--config run.json]",
+      "Predicts the current policy's success rate of every question in Q.jsonl from the labeled\n"
+      "outcomes in L.jsonl (lines {\"key\": ..., \"success_rate\": ...}, optionally "
+      "\"rollouts\"),\n"
+      "without a server. Prints {\"key\": ..., \"p_hat\": ...} per question, in pool order.\n"
+      "In paper mode the labeled questions are the reference set of the released code path.\n"
+      "Use it to check an adapter on your own data before a run.");
+  flags.Add("questions", "question pool JSONL (key, prompt, metadata, prior, embedding)");
+  flags.Add("embeddings", ".npy float32/float16 matrix N x D in pool order");
+  flags.Add("labels", "labeled outcomes JSONL");
+  flags.Add("adapter", "paper adapter .safetensors (default: identity projection)");
+  flags.Add("mode", "paper | history | default (default: the config's, else default)");
+  flags.Add("config", "run config JSON; its `estimator` block and `group_size` are used");
+  absl::StatusOr<bool> parsed = flags.Parse(argc, argv, 2);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "dotsctl estimate: %s\n", std::string(parsed.status().message()).c_str());
+    return 2;
+  }
+  if (!*parsed) return 0;
+  absl::Status s = Run(flags);
+  if (!s.ok()) {
+    std::fprintf(stderr, "dotsctl estimate: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace dots::dotsctl

@@ -1,0 +1,256 @@
+// A run: one training job's question pool, estimator, round plans, issued batches, leases,
+// observations and replay store, and the training protocol over them (DESIGN §2.4–2.5).
+//
+// Protocol. Steps s = 0, 1, 2, ... are grouped in rounds of mu steps (round = s / mu). A round is
+// planned once: the estimator rescans the pool, the reference questions are drawn, and the
+// selector draws the round's fresh questions without replacement, in draw order. The batch of a
+// step is composed on its first NextBatch (fresh share + replayed groups, plus the inline
+// reference questions of the next round), recorded, and from then on returned identically to
+// every rank and retry. Rank r of W receives a contiguous, balanced slice.
+//
+// Round r + 1 can be planned when every item handed out in round r has been reported or its
+// lease has expired (and, in paper reference mode, when round r + 1's reference batch is fully
+// reported). A background thread plans as soon as that happens, so trainers rarely wait; a
+// NextBatch that needs a plan waits for it at most until its deadline.
+//
+// Reference modes: inline (default) — round r's batches carry the K reference questions that
+// label round r + 1's estimate, and their rollouts are trained on; paper — NextBatch at the first
+// step of a round returns the round's reference batch (flag reference_batch) until all of it is
+// reported, and other steps of the round fail with FAILED_PRECONDITION meanwhile; none —
+// history and priors only.
+//
+// Thread safety: every public method is thread-safe (one mutex per run). NextBatch may block up
+// to its deadline waiting for a plan; nothing else blocks on other callers beyond the mutex.
+#ifndef DOTS_CORE_RUN_H_
+#define DOTS_CORE_RUN_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/estimator.h"
+#include "core/pool.h"
+#include "core/replay_store.h"
+#include "core/run_config.h"
+
+namespace dots {
+
+enum class ItemRole { kFresh, kReference };
+std::string_view ItemRoleName(ItemRole role);  // "fresh" | "reference"
+
+// One question handed out, with what the trainer needs to roll it out.
+struct BatchItem {
+  std::string key;
+  ItemRole role = ItemRole::kFresh;
+  std::string prompt;
+  std::string metadata_json;
+};
+
+// A rank's slice of a step's batch.
+struct BatchSlice {
+  int64_t step = 0;
+  int64_t round = 0;
+  bool reference_batch = false;  // paper mode: the round's reference batch, not a training batch
+  int64_t batch_size = 0;        // items + replay groups of the whole step (all ranks)
+  std::vector<BatchItem> items;
+  std::vector<ReplayGroup> replay;  // with key, step, policy_version, rewards, payload
+};
+
+// One rollout group reported by a trainer.
+struct RolloutReport {
+  std::string key;
+  std::vector<float> rewards;  // G values in [0, 1]
+  int64_t policy_version = 0;
+  std::string payload;  // opaque, stored for replay and returned byte-identical
+};
+
+struct ReportResult {
+  int64_t accepted = 0;
+  int64_t duplicates = 0;
+  std::vector<std::pair<std::string, std::string>> rejected;  // (key, error)
+};
+
+struct RunStats {
+  int64_t step = -1;  // highest step whose batch was issued
+  int64_t round = -1;
+  int64_t pool_size = 0;
+  int64_t reported_groups = 0;
+  int64_t duplicate_reports = 0;
+  int64_t rejected_reports = 0;
+  double effective_ratio_last_step = 0;  // reported training groups with 0 < mean reward < 1
+  int64_t effective_last_step_index = -1;
+  int64_t effective_groups = 0, solve_all_groups = 0, solve_none_groups = 0;
+  int64_t replay_groups = 0;
+  int64_t replay_bytes = 0;
+  int64_t replayed_groups = 0;  // groups handed out for replay, all steps
+  int64_t leases_outstanding = 0;
+  int64_t leases_expired = 0;
+  int64_t rounds_planned = 0;
+  double last_planning_seconds = 0;
+  int64_t policy_version = 0;  // highest seen
+};
+
+struct QuestionEstimate {
+  std::string key;
+  double p_hat = 0;
+  int64_t observations = 0;
+  int64_t last_policy_version = -1;
+};
+
+struct UpsertResult {
+  int64_t added = 0;
+  int64_t updated = 0;
+};
+
+class Run {
+ public:
+  struct Options {
+    // Time source for leases; tests substitute a fake clock.
+    std::function<absl::Time()> clock = [] { return absl::Now(); };
+    // Plan rounds on a background thread (default); false plans synchronously inside the call
+    // that needs the plan, which makes tests independent of thread scheduling.
+    bool background_planning = true;
+  };
+
+  // Validates the config (INVALID_ARGUMENT naming the key) and loads an adapter if configured.
+  static absl::StatusOr<std::unique_ptr<Run>> Create(std::string id, RunConfig config,
+                                                     Options options);
+  static absl::StatusOr<std::unique_ptr<Run>> Create(std::string id, RunConfig config) {
+    return Create(std::move(id), std::move(config), Options());
+  }
+  ~Run();  // stops the planner thread; blocks until it exits
+  Run(const Run&) = delete;
+  Run& operator=(const Run&) = delete;
+
+  const std::string& id() const { return id_; }
+  const RunConfig& config() const { return config_; }
+
+  // Adds new questions and replaces existing ones (same key), all or nothing. `embeddings` is
+  // empty or one row per question. Errors: INVALID_ARGUMENT naming the question index and
+  // field (duplicate key in the upload, dimension mismatch, NaN...). The estimator is rebuilt
+  // at the next planning; observation history is kept. O(n * dim).
+  absl::StatusOr<UpsertResult> UpsertQuestions(std::vector<Question> questions,
+                                               const FloatMatrix& embeddings)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The batch of `step` for `rank` of `world_size`. Errors: INVALID_ARGUMENT for a negative
+  // step or version or a rank outside [0, world_size); FAILED_PRECONDITION for a step more than
+  // one round ahead of the last reported step, a pool too small for the config, or a round that
+  // cannot be planned by `deadline` (the message says which items are missing); DEADLINE_EXCEEDED
+  // when planning is still running at the deadline. Blocks at most until `deadline`.
+  absl::StatusOr<BatchSlice> NextBatch(int64_t step, int rank, int world_size,
+                                       int64_t policy_version, absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Records rollout groups of `step`. Idempotent per (step, key): a repeat is counted as a
+  // duplicate and ignored. A group whose key was not handed out at `step`, or with a wrong
+  // reward count, a reward outside [0, 1] or a negative version is rejected (listed in the
+  // result, nothing of it applied); the others are applied. INVALID_ARGUMENT only for a negative
+  // step. O(groups * G) plus replay insertion.
+  absl::StatusOr<ReportResult> ReportRollouts(int64_t step, std::vector<RolloutReport> groups)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  RunStats Stats() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Current estimates (of the latest plan; before any plan, the cold start). `keys` empty =
+  // every question in pool order; an unknown key is NOT_FOUND naming it.
+  absl::StatusOr<std::vector<QuestionEstimate>> GetEstimates(const std::vector<std::string>& keys)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  struct IssuedItem {
+    int64_t question;
+    ItemRole role;
+    bool training;  // false for paper-mode reference batches (not trained on, not replayed)
+  };
+  struct StepRecord {
+    int64_t round = 0;
+    std::vector<IssuedItem> items;
+    std::vector<ReplayGroup> replay;
+    absl::flat_hash_map<int64_t, size_t> position;  // question -> index in items
+    std::vector<uint8_t> settled;                   // per item: reported or lease expired
+    int64_t unsettled = 0;
+    int64_t reported = 0, effective = 0;
+  };
+  struct RoundPlan {
+    int64_t round = 0;
+    bool ready = false;               // fresh candidates drawn
+    std::vector<int64_t> paper_refs;  // paper mode: this round's reference batch
+    int64_t paper_refs_unsettled = 0;
+    std::vector<int64_t> inline_refs;  // inline mode: next round's references, spread over steps
+    std::vector<int64_t> candidates;   // fresh questions in draw order
+    size_t cursor = 0;                 // next unused candidate
+    std::vector<float> p_hat;          // estimates the plan used
+  };
+  struct Lease {
+    int64_t step;
+    int64_t question;
+  };
+
+  Run(std::string id, RunConfig config, Options options, std::shared_ptr<const Adapter> adapter);
+
+  void PlannerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Expires leases whose deadline passed. O(expired * log leases).
+  void ExpireLeasesLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SettleLocked(int64_t step, int64_t question) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Why round `round` cannot be planned yet, or OK when it can.
+  absl::Status RoundInputsCompleteLocked(int64_t round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Plans as far as possible (paper refs, then candidates) for round `round`.
+  absl::Status PlanRoundLocked(int64_t round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RebuildEstimatorLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<dots::Estimates> EstimateLocked(absl::Span<const int64_t> refs)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ComposeStepLocked(int64_t step) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void IssueLocked(int64_t step, StepRecord& record, int64_t question, ItemRole role, bool training)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  BatchSlice SliceLocked(int64_t step, const StepRecord& record, bool reference_batch, int rank,
+                         int world_size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool WantPlanningLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string id_;
+  const RunConfig config_;
+  const Options options_;
+  const std::shared_ptr<const Adapter> adapter_;
+
+  // std::mutex rather than absl::Mutex: Debian's Abseil is not built with ThreadSanitizer
+  // annotations, so TSan could not see absl::Mutex's happens-before edges, while it intercepts
+  // the pthread calls under std::mutex and std::condition_variable.
+  std::mutex mu_;
+  std::condition_variable changed_;  // plan ready, reports arrived, leases expired, shutdown
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  Pool pool_ ABSL_GUARDED_BY(mu_);
+  FloatMatrix text_embeddings_ ABSL_GUARDED_BY(mu_);  // when the pool has none
+  std::unique_ptr<Estimator> estimator_ ABSL_GUARDED_BY(mu_);
+  bool estimator_stale_ ABSL_GUARDED_BY(mu_) = true;
+  absl::Status planning_error_ ABSL_GUARDED_BY(mu_);  // of the planner thread's last attempt
+  ReplayStore replay_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, RoundPlan> plans_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, StepRecord> steps_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, StepRecord> paper_ref_steps_ ABSL_GUARDED_BY(mu_);  // by first step of round
+  absl::flat_hash_map<int64_t, int64_t> leased_ ABSL_GUARDED_BY(mu_);   // question -> step
+  std::multimap<absl::Time, Lease> lease_deadlines_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<int64_t, int64_t> last_fresh_step_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<int64_t, int64_t>> reported_ ABSL_GUARDED_BY(mu_);  // (step, question)
+  std::vector<float> latest_p_hat_ ABSL_GUARDED_BY(mu_);
+  int64_t last_reported_step_ ABSL_GUARDED_BY(mu_) = -1;
+  int64_t max_policy_version_ ABSL_GUARDED_BY(mu_) = 0;
+  RunStats stats_ ABSL_GUARDED_BY(mu_);
+  std::thread planner_;  // started in Create when background planning is on
+};
+
+}  // namespace dots
+
+#endif  // DOTS_CORE_RUN_H_
