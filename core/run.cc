@@ -63,43 +63,50 @@ Run::~Run() {
 }
 
 absl::StatusOr<UpsertResult> Run::UpsertQuestions(std::vector<Question> questions,
-                                                  const FloatMatrix& embeddings) {
+                                                  const FloatMatrix& embeddings,
+                                                  bool reject_individually) {
   const int64_t n = static_cast<int64_t>(questions.size());
   if (embeddings.rows != 0 && embeddings.rows != n) {
     return absl::InvalidArgumentError(
         absl::StrFormat("embeddings: %d rows for %d questions", embeddings.rows, n));
   }
+  auto embedding = [&](int64_t i) {
+    return embeddings.rows > 0 ? absl::MakeConstSpan(embeddings.row(i), embeddings.cols)
+                               : absl::Span<const float>();
+  };
   std::unique_lock<std::mutex> lock(mu_);
-  // Validate everything before changing anything: a scratch pool checks each question and the
-  // uniqueness of keys within the upload; then the dimensions are checked against the pool.
+  // Validate before changing anything: a scratch pool checks each question's fields, the
+  // uniqueness of keys within the upload and the consistency of its embeddings; then each
+  // embedding is checked against the run's dimension.
+  UpsertResult result;
+  std::vector<int64_t> valid;
   Pool scratch;
   for (int64_t i = 0; i < n; ++i) {
-    absl::Span<const float> e;
-    if (embeddings.rows > 0) e = absl::MakeConstSpan(embeddings.row(i), embeddings.cols);
-    if (absl::Status s = scratch.Add(questions[i], e); !s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("questions[%d]: %s", i, std::string(s.message())));
+    absl::Status s = scratch.Add(questions[i], embedding(i));
+    if (s.ok() && pool_.size() > 0 && embedding(i).size() != static_cast<size_t>(pool_.dim())) {
+      s = absl::InvalidArgumentError(
+          pool_.dim() == 0
+              ? std::string("field \"embedding\": the run's questions have no embeddings")
+              : absl::StrFormat("field \"embedding\": %d values, the run's dimension is %d",
+                                embedding(i).size(), pool_.dim()));
     }
+    if (s.ok()) {
+      valid.push_back(i);
+      continue;
+    }
+    const std::string error = absl::StrFormat("questions[%d]: %s", i, std::string(s.message()));
+    if (!reject_individually) return absl::InvalidArgumentError(error);
+    result.rejected.push_back({i, questions[i].key, error});
   }
-  const bool has_dim = pool_.size() > 0;
-  if (has_dim && n > 0 && scratch.dim() != pool_.dim()) {
-    return absl::InvalidArgumentError(
-        pool_.dim() == 0
-            ? std::string("embeddings: the run's questions have no embeddings; upload none")
-            : absl::StrFormat("embeddings: %d dimensions, the run's questions have %d",
-                              scratch.dim(), pool_.dim()));
-  }
-  UpsertResult result;
-  for (int64_t i = 0; i < n; ++i) {
-    absl::Span<const float> e;
-    if (embeddings.rows > 0) e = absl::MakeConstSpan(embeddings.row(i), embeddings.cols);
+  for (int64_t i : valid) {
     std::optional<int64_t> existing = pool_.IndexOf(questions[i].key);
-    absl::Status s = existing.has_value() ? pool_.Replace(*existing, std::move(questions[i]), e)
-                                          : pool_.Add(std::move(questions[i]), e);
+    absl::Status s = existing.has_value()
+                         ? pool_.Replace(*existing, std::move(questions[i]), embedding(i))
+                         : pool_.Add(std::move(questions[i]), embedding(i));
     if (!s.ok()) return absl::InternalError(absl::StrCat("upsert after validation: ", s.message()));
     ++(existing.has_value() ? result.updated : result.added);
   }
-  if (n > 0) {
+  if (!valid.empty()) {
     estimator_stale_ = true;
     planning_error_ = absl::OkStatus();
     // Plans that failed for lack of questions may succeed now.

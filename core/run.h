@@ -110,9 +110,16 @@ struct QuestionEstimate {
   int64_t last_policy_version = -1;
 };
 
+struct RejectedQuestion {
+  int64_t index;  // position in the upload
+  std::string key;
+  std::string error;
+};
+
 struct UpsertResult {
   int64_t added = 0;
   int64_t updated = 0;
+  std::vector<RejectedQuestion> rejected;  // only with reject_individually
 };
 
 class Run {
@@ -138,12 +145,15 @@ class Run {
   const std::string& id() const { return id_; }
   const RunConfig& config() const { return config_; }
 
-  // Adds new questions and replaces existing ones (same key), all or nothing. `embeddings` is
-  // empty or one row per question. Errors: INVALID_ARGUMENT naming the question index and
-  // field (duplicate key in the upload, dimension mismatch, NaN...). The estimator is rebuilt
-  // at the next planning; observation history is kept. O(n * dim).
+  // Adds new questions and replaces existing ones (same key). `embeddings` is empty or one row
+  // per question. An invalid question (duplicate key in the upload, dimension mismatch, NaN,
+  // prior outside [0, 1]...) fails the whole call with INVALID_ARGUMENT naming its index and
+  // field, or, with reject_individually, is listed in the result while the valid ones are
+  // applied. The estimator is rebuilt at the next planning; observation history is kept.
+  // O(n * dim).
   absl::StatusOr<UpsertResult> UpsertQuestions(std::vector<Question> questions,
-                                               const FloatMatrix& embeddings)
+                                               const FloatMatrix& embeddings,
+                                               bool reject_individually = false)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // The batch of `step` for `rank` of `world_size`. Errors: INVALID_ARGUMENT for a negative

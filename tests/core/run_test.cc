@@ -354,3 +354,39 @@ TEST(RunTest, BackgroundPlanningServesTheNextRound) {
 
 }  // namespace
 }  // namespace dots
+
+namespace dots {
+namespace {
+
+TEST(RunUpsertTest, RejectIndividuallyAppliesTheValidQuestions) {
+  auto run = Run::Create("u", SmallConfig());
+  ASSERT_TRUE(run.ok());
+  std::vector<Question> qs(4);
+  qs[0].key = "a";
+  qs[1].key = "";   // empty key
+  qs[2].key = "a";  // duplicate within the upload
+  qs[3].key = "b";
+  qs[3].prior = 1.5;  // out of range
+  FloatMatrix e(4, 2);
+  e.row(0)[0] = 1;
+  auto r = (*run)->UpsertQuestions(qs, e, /*reject_individually=*/true);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->added, 1);
+  ASSERT_EQ(r->rejected.size(), 3u);
+  EXPECT_EQ(r->rejected[0].index, 1);
+  EXPECT_EQ(r->rejected[1].index, 2);
+  EXPECT_EQ(r->rejected[2].index, 3);
+  EXPECT_NE(r->rejected[2].error.find("prior"), std::string::npos) << r->rejected[2].error;
+  // A later upload with another dimension is rejected per question, not applied.
+  std::vector<Question> more(1);
+  more[0].key = "c";
+  auto r2 = (*run)->UpsertQuestions(more, FloatMatrix(1, 3), true);
+  ASSERT_TRUE(r2.ok());
+  EXPECT_EQ(r2->added, 0);
+  ASSERT_EQ(r2->rejected.size(), 1u);
+  EXPECT_NE(r2->rejected[0].error.find("dimension"), std::string::npos);
+  EXPECT_EQ((*run)->Stats().pool_size, 1);
+}
+
+}  // namespace
+}  // namespace dots
