@@ -496,4 +496,12 @@ std::string JsonNumber(double v) {
   return std::string(buf, ptr);
 }
 
+std::string JsonFloat(float v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  const auto [ptr, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+  if (ec != std::errc()) return "null";
+  return std::string(buf, ptr);
+}
+
 }  // namespace dots

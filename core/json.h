@@ -89,6 +89,8 @@ std::string JsonQuote(std::string_view s);
 // Formats a double for JSON output with the shortest text that parses back to the same double
 // (e.g. "0.1", "1e+300", "3"). Returns "null" for NaN and +-inf, which JSON cannot represent.
 std::string JsonNumber(double v);
+// The same for a float: the shortest text that round-trips to the same float (0.1f -> 0.1).
+std::string JsonFloat(float v);
 
 }  // namespace dots
 

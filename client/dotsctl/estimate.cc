@@ -133,7 +133,7 @@ absl::Status Run(const cli::FlagSet& flags) {
   for (int64_t q = 0; q < pool.size(); ++q) {
     out += "{\"key\": ";
     AppendJsonString(pool.question(q).key, &out);
-    out += ", \"p_hat\": " + JsonNumber(estimates.p_hat[q]) + "}\n";
+    out += ", \"p_hat\": " + JsonFloat(estimates.p_hat[q]) + "}\n";
     if (out.size() > (1 << 20)) {
       std::fwrite(out.data(), 1, out.size(), stdout);
       out.clear();

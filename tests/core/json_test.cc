@@ -294,3 +294,16 @@ TEST(JsonTest, NumberFormattingRoundTrips) {
 
 }  // namespace
 }  // namespace dots
+
+namespace dots {
+namespace {
+
+TEST(JsonFloatTest, ShortestRoundTrip) {
+  EXPECT_EQ(JsonFloat(0.1f), "0.1");
+  EXPECT_EQ(JsonFloat(0.047700539f), "0.04770054");
+  EXPECT_EQ(JsonFloat(1.0f), "1");
+  EXPECT_EQ(JsonFloat(std::nanf("")), "null");
+}
+
+}  // namespace
+}  // namespace dots
