@@ -492,6 +492,12 @@ absl::StatusOr<ReportResult> Run::ReportRollouts(int64_t step, std::vector<Rollo
     SettleLocked(step, *q);
     const IssuedItem& item = record->items[pos];
     const double mean = sum / config_.group_size;
+    if (item.role == ItemRole::kFresh) {
+      auto plan = plans_.find(record->round);
+      if (plan != plans_.end() && *q < static_cast<int64_t>(plan->second.p_hat.size())) {
+        result.fresh_abs_errors.push_back(std::abs(plan->second.p_hat[*q] - mean));
+      }
+    }
     ++result.accepted;
     ++stats_.reported_groups;
     ++record->reported;

@@ -81,6 +81,9 @@ struct ReportResult {
   int64_t accepted = 0;
   int64_t duplicates = 0;
   std::vector<std::pair<std::string, std::string>> rejected;  // (key, error)
+  // |p̂ the round's plan used − observed mean reward| of every accepted fresh group, in [0, 1]
+  // (for the dots_prediction_abs_error metric).
+  std::vector<double> fresh_abs_errors;
 };
 
 struct RunStats {

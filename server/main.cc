@@ -1,0 +1,151 @@
+// dots-server: the DOTS data-selection and rollout-replay service (DESIGN §3).
+//
+// Prints "dots-server listening on HOST:PORT" on stdout once it accepts calls (also when
+// --listen asks for port 0), so scripts and tests can wait for that line. SIGTERM or SIGINT
+// drains: health NOT_SERVING, new calls UNAVAILABLE, in-flight calls get up to --drain_seconds
+// to finish, then the process exits 0. A second signal during the drain exits at once with 1.
+//
+// Signals are blocked in every thread (the mask is set before gRPC starts its threads) and
+// received synchronously with sigwait in main, so no work runs in a signal handler.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/time/time.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "gRPC listen address, host:port. Port 0 picks a free port; the bound address is "
+          "printed as 'dots-server listening on HOST:PORT'. Use 0.0.0.0:PORT to listen on every "
+          "interface.");
+ABSL_FLAG(std::string, state_dir, "./dots-state",
+          "Directory for durable state. Accepted but not used yet: this version keeps runs in "
+          "memory only, and they are lost when the process exits.");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
+          "Prometheus /metrics listen address, host:port (port 0 picks a free port; the bound "
+          "address is printed as 'dots-server metrics on HOST:PORT'). Empty serves no metrics.");
+ABSL_FLAG(int64_t, max_message_bytes, 4 << 20,
+          "Largest gRPC message the server sends or receives, in bytes (>= 65536). Batches and "
+          "reports of any size travel in chunks below gRPC's default 4 MiB, so clients need no "
+          "raised limit.");
+ABSL_FLAG(int64_t, default_chunk_bytes, 1 << 20,
+          "NextBatch chunk size in bytes when the request's max_chunk_bytes is 0 (capped at "
+          "max_message_bytes minus 64 KiB of headroom).");
+ABSL_FLAG(int64_t, max_group_payload_bytes, 64 << 20,
+          "Largest payload of one reported rollout group, in bytes; larger is "
+          "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_stream_bytes, int64_t{1} << 30,
+          "Largest total size of one ReportRollouts or UpsertQuestions call, in bytes; larger is "
+          "RESOURCE_EXHAUSTED (split the upload over several calls).");
+ABSL_FLAG(int32_t, call_threads, 8,
+          "Worker threads for short calls into runs (run management, reports, uploads, "
+          "inspection).");
+ABSL_FLAG(int32_t, wait_threads, 64,
+          "Worker threads for NextBatch calls that wait for a round plan, and for ImportPool. A "
+          "waiting call holds one for at most --wait_slice_ms at a time.");
+ABSL_FLAG(int64_t, max_wait_seconds, 600,
+          "Longest a NextBatch waits for its round when the call has no deadline (or a later "
+          "one).");
+ABSL_FLAG(int64_t, wait_slice_ms, 500,
+          "How often a waiting NextBatch checks for cancellation and draining, in ms.");
+ABSL_FLAG(int64_t, drain_seconds, 30,
+          "On SIGTERM or SIGINT: how long in-flight calls may run before they are cancelled. "
+          "Keep it below the orchestrator's termination grace period.");
+ABSL_FLAG(bool, reflection, true,
+          "Serve grpc.reflection.v1alpha.ServerReflection (for grpcurl list/describe).");
+
+int main(int argc, char** argv) {
+  // --help lists the flags of this file (absl matches the binary's name by default, which
+  // differs from main.cc).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view path) {
+    return absl::EndsWith(path, "server/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
+  absl::SetProgramUsageMessage(
+      "difficulty-targeted online data selection and rollout replay over gRPC "
+      "(service dots.v1.Dots, plus grpc.health.v1 and server reflection).\n"
+      "Usage: dots-server [--listen=127.0.0.1:50051] [flags]\n"
+      "Prints 'dots-server listening on HOST:PORT' once serving. SIGTERM or SIGINT drains (health "
+      "NOT_SERVING, new calls UNAVAILABLE, in-flight calls finish within --drain_seconds) and "
+      "exits 0; a second signal during the drain exits at once with status 1.");
+  absl::ParseCommandLine(argc, argv);
+
+  // Block the drain signals (and SIGUSR1, the drain thread's "done") before any thread exists,
+  // so every thread inherits the mask and only the sigwait calls below receive them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigset_t blocked = signals;
+  sigaddset(&blocked, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
+
+  dots::Server::Options options;
+  options.listen_address = absl::GetFlag(FLAGS_listen);
+  options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.default_chunk_bytes = absl::GetFlag(FLAGS_default_chunk_bytes);
+  options.max_group_payload_bytes = absl::GetFlag(FLAGS_max_group_payload_bytes);
+  options.max_stream_bytes = absl::GetFlag(FLAGS_max_stream_bytes);
+  options.call_threads = absl::GetFlag(FLAGS_call_threads);
+  options.wait_threads = absl::GetFlag(FLAGS_wait_threads);
+  options.max_wait = absl::Seconds(absl::GetFlag(FLAGS_max_wait_seconds));
+  options.wait_slice = absl::Milliseconds(absl::GetFlag(FLAGS_wait_slice_ms));
+  options.enable_reflection = absl::GetFlag(FLAGS_reflection);
+  const int64_t drain_seconds = absl::GetFlag(FLAGS_drain_seconds);
+  if (drain_seconds < 0) {
+    std::fprintf(stderr, "dots-server: --drain_seconds: %lld < 0\n",
+                 static_cast<long long>(drain_seconds));
+    return 2;
+  }
+
+  absl::StatusOr<std::unique_ptr<dots::Server>> server =
+      dots::Server::BuildAndStart(std::move(options));
+  if (!server.ok()) {
+    std::fprintf(stderr, "dots-server: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("dots-server listening on %s\n", (*server)->address().c_str());
+  if ((*server)->metrics_port() != 0) {
+    const std::string& metrics = (*server)->options().metrics_listen;
+    std::printf("dots-server metrics on %s:%d\n", metrics.substr(0, metrics.rfind(':')).c_str(),
+                (*server)->metrics_port());
+  }
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  std::fprintf(stderr, "dots-server: %s: draining (up to %llds for in-flight calls)\n",
+               strsignal(signal_number), static_cast<long long>(drain_seconds));
+
+  // Drain on another thread so that a second signal can still cut it short.
+  std::thread drain([&server, drain_seconds] {
+    (*server)->Shutdown(absl::Seconds(drain_seconds));
+    kill(getpid(), SIGUSR1);  // wakes the sigwait below
+  });
+  sigwait(&blocked, &signal_number);
+  if (signal_number != SIGUSR1) {
+    std::fprintf(stderr, "dots-server: %s during the drain: exiting now\n",
+                 strsignal(signal_number));
+    std::fflush(stderr);
+    _exit(1);
+  }
+  drain.join();
+  server->reset();
+  std::fprintf(stderr, "dots-server: drained, exiting\n");
+  return 0;
+}

@@ -1,0 +1,173 @@
+#include "server/server.h"
+
+#include <algorithm>
+#include <climits>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "server/batch_stream.h"
+
+namespace dots {
+
+absl::Status Server::Options::Validate() const {
+  if (listen_address.empty()) return absl::InvalidArgumentError("listen_address: is empty");
+  if (max_message_bytes < (64 << 10) || max_message_bytes > INT_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("max_message_bytes: ", max_message_bytes,
+                                                   " is outside [65536, ", INT_MAX, "]"));
+  }
+  if (default_chunk_bytes < kMinChunkBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("default_chunk_bytes: ", default_chunk_bytes, " < ", kMinChunkBytes));
+  }
+  if (max_group_payload_bytes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_group_payload_bytes: ", max_group_payload_bytes, " < 0"));
+  }
+  if (max_stream_bytes < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_stream_bytes: ", max_stream_bytes, " < 1"));
+  }
+  if (call_threads < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("call_threads: ", call_threads, " < 1"));
+  }
+  if (wait_threads < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("wait_threads: ", wait_threads, " < 1"));
+  }
+  if (max_wait <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("max_wait: must be positive");
+  }
+  if (wait_slice <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("wait_slice: must be positive");
+  }
+  return absl::OkStatus();
+}
+
+Server::Server(Options options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
+  DOTS_RETURN_IF_ERROR(options.Validate());
+  std::unique_ptr<Server> server(new Server(std::move(options)));
+  const Options& o = server->options_;
+  server->registry_ = std::make_unique<RunRegistry>(o.run_options);
+  DOTS_ASSIGN_OR_RETURN(server->metrics_, Metrics::Create(o.metrics_listen));
+  // Per-run metrics are read from the runs at every scrape; deleted runs drop out.
+  server->metrics_->SetRunSource([registry = server->registry_.get()] {
+    std::vector<Metrics::RunSnapshot> runs;
+    for (auto& [id, entry] : registry->List()) {
+      Metrics::RunSnapshot snapshot;
+      snapshot.run_id = id;
+      snapshot.stats = entry.run->Stats();
+      snapshot.group_size = entry.run->config().group_size;
+      snapshot.pool_estimates = [run = entry.run]() -> absl::StatusOr<std::vector<double>> {
+        DOTS_ASSIGN_OR_RETURN(std::vector<QuestionEstimate> estimates, run->GetEstimates({}));
+        std::vector<double> p_hat;
+        p_hat.reserve(estimates.size());
+        for (const QuestionEstimate& e : estimates) p_hat.push_back(e.p_hat);
+        return p_hat;
+      };
+      runs.push_back(std::move(snapshot));
+    }
+    return runs;
+  });
+  server->calls_ = std::make_unique<Executor>("calls", o.call_threads);
+  server->waits_ = std::make_unique<Executor>("waits", o.wait_threads);
+  ServiceOptions service_options;
+  service_options.max_message_bytes = o.max_message_bytes;
+  service_options.default_chunk_bytes = o.default_chunk_bytes;
+  service_options.max_group_payload_bytes = o.max_group_payload_bytes;
+  service_options.max_stream_bytes = o.max_stream_bytes;
+  service_options.max_wait = o.max_wait;
+  service_options.wait_slice = o.wait_slice;
+  service_options.metrics = server->metrics_.get();
+  server->service_ = std::make_unique<DotsService>(server->registry_.get(), server->calls_.get(),
+                                                   server->waits_.get(), service_options);
+
+  // Both are process-wide switches read when a builder is created.
+  grpc::EnableDefaultHealthCheckService(true);
+  if (o.enable_reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(o.listen_address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.RegisterService(server->service_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(server->metrics_->NewInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  builder.SetMaxReceiveMessageSize(static_cast<int>(o.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(o.max_message_bytes));
+  // Linux gRPC sets SO_REUSEPORT by default, which lets a second server bind a port in use
+  // and silently share it; a port conflict must be an error instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Detect dead trainers' connections, and allow clients to keep idle NextBatch connections
+  // alive (grpc doc/keepalive.md: the server must permit the client's ping interval).
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10 * 1000);
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    server->calls_->Shutdown();
+    server->waits_->Shutdown();
+    return absl::UnavailableError(absl::StrCat("listen_address: cannot listen on \"",
+                                               o.listen_address,
+                                               "\" (address in use, or not a local address)"));
+  }
+  const std::string& listen = o.listen_address;
+  const size_t colon = listen.rfind(':');
+  server->address_ = colon == std::string::npos || listen.rfind("unix:", 0) == 0
+                         ? listen
+                         : absl::StrCat(listen.substr(0, colon), ":", server->port_);
+
+  // NOT_SERVING until ready. Nothing is restored yet (state_dir is unused), so "ready" follows
+  // at once; with durable state the restore goes between these two steps.
+  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
+  const std::string service_name = v1::Dots::service_full_name();
+  if (health != nullptr) {
+    health->SetServingStatus(false);
+    health->SetServingStatus(service_name, false);
+  }
+  server->service_->SetState(DotsService::State::kServing);
+  if (health != nullptr) {
+    health->SetServingStatus(service_name, true);
+    health->SetServingStatus(true);
+  }
+  return server;
+}
+
+Server::~Server() { Shutdown(absl::ZeroDuration()); }
+
+void Server::BeginDrain() {
+  if (server_ == nullptr) return;  // BuildAndStart failed
+  std::call_once(drain_once_, [this] {
+    service_->SetState(DotsService::State::kDraining);
+    if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+      health->Shutdown();  // every service NOT_SERVING, and frozen there
+    }
+  });
+}
+
+void Server::Shutdown(absl::Duration grace) {
+  if (server_ == nullptr) return;  // BuildAndStart failed; its executors are stopped
+  std::call_once(shutdown_once_, [this, grace] {
+    BeginDrain();
+    const absl::Time deadline = absl::Now() + grace;
+    // Lame-duck phase: the transport stays up, so calls that arrive now are answered with a
+    // retryable UNAVAILABLE (grpc::Server::Shutdown would reset them: CANCELLED) while the
+    // calls in flight finish.
+    service_->WaitUntilQuiet(std::min(absl::Milliseconds(200), grace), deadline);
+    // Every Dots call has finished (or the grace is spent): close the transport at once. A
+    // later deadline would only keep idle client connections open (gRPC 1.51 takes ~5 s to let
+    // each go) and health Watch streams, which are cancelled either way.
+    server_->Shutdown(absl::ToChronoTime(absl::Now()));
+    server_->Wait();
+    // The executors finish what is queued (each task completes one RPC) before joining.
+    waits_->Shutdown();
+    calls_->Shutdown();
+  });
+}
+
+}  // namespace dots

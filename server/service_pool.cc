@@ -1,0 +1,270 @@
+// DotsService: the pool RPCs, UpsertQuestions and ImportPool (see server/service.h).
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "core/json.h"
+#include "core/pool.h"
+#include "core/status_macros.h"
+#include "server/grpc_status.h"
+#include "server/service.h"
+#include "server/service_internal.h"
+
+namespace dots {
+namespace {
+
+using service_internal::ClientStreamReactor;
+using service_internal::LookUpRun;
+using service_internal::Unavailable;
+
+// Rewrites core's "questions[j]: ..." (j = position in the subset given to the run) into the
+// stream position.
+std::string RenumberQuestionError(const std::string& error, int64_t core_index,
+                                  int64_t stream_index) {
+  const std::string prefix = absl::StrCat("questions[", core_index, "]: ");
+  const std::string rest =
+      error.compare(0, prefix.size(), prefix) == 0 ? error.substr(prefix.size()) : error;
+  return absl::StrCat("questions[", stream_index, "]: ", rest);
+}
+
+}  // namespace
+
+class DotsService::UpsertQuestionsReactor final
+    : public ClientStreamReactor<v1::UpsertQuestionsRequest, v1::UpsertQuestionsResponse> {
+ public:
+  UpsertQuestionsReactor(DotsService* service, grpc::CallbackServerContext* context,
+                         v1::UpsertQuestionsResponse* response)
+      : ClientStreamReactor(context, service->calls_, response,
+                            [service] { service->CallEnded(); }),
+        service_(service) {}
+
+ private:
+  absl::Status Consume(v1::UpsertQuestionsRequest& request) override {
+    if (messages() == 1) {
+      if (request.run_id().empty()) {
+        return absl::InvalidArgumentError("run_id: missing in the stream's first message");
+      }
+      DOTS_ASSIGN_OR_RETURN(RunEntry entry, LookUpRun(*service_->registry_, request.run_id()));
+      run_ = std::move(entry.run);
+    }
+    stream_bytes_ += static_cast<int64_t>(request.ByteSizeLong());
+    if (stream_bytes_ > service_->options_.max_stream_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("questions: the upload exceeds the server's per-call limit of ",
+                       service_->options_.max_stream_bytes,
+                       " bytes (--max_stream_bytes); split it over several calls"));
+    }
+    for (v1::Question& in : *request.mutable_questions()) {
+      Question q;
+      q.key = std::move(*in.mutable_key());
+      q.prompt = std::move(*in.mutable_prompt());
+      if (!in.metadata_json().empty()) q.metadata_json = std::move(*in.mutable_metadata_json());
+      if (in.has_prior()) q.prior = in.prior();
+      questions_.push_back(std::move(q));
+      embeddings_.emplace_back(in.embedding().begin(), in.embedding().end());
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Apply(v1::UpsertQuestionsResponse* response) override {
+    const int64_t n = static_cast<int64_t>(questions_.size());
+    // A matrix needs one width: take the commonest embedding length of the upload (the first
+    // seen on ties) and reject the questions that differ; the run checks it against its own.
+    absl::flat_hash_map<size_t, int64_t> count;
+    int64_t best = 0;
+    for (const std::vector<float>& e : embeddings_) best = std::max(best, ++count[e.size()]);
+    size_t dim = 0;
+    for (const std::vector<float>& e : embeddings_) {
+      if (count[e.size()] == best) {
+        dim = e.size();
+        break;
+      }
+    }
+    std::vector<RejectedQuestion> rejected;
+    std::vector<int64_t> subset;
+    for (int64_t i = 0; i < n; ++i) {
+      const std::vector<float>& e = embeddings_[static_cast<size_t>(i)];
+      const Question& q = questions_[static_cast<size_t>(i)];
+      std::string error;
+      if (e.size() != dim) {
+        error = absl::StrCat("questions[", i, "]: field \"embedding\": has ", e.size(),
+                             " values, but most questions of this upload have ", dim);
+      } else if (absl::StatusOr<JsonValue> json = ParseJson(q.metadata_json); !json.ok()) {
+        error =
+            absl::StrCat("questions[", i,
+                         "]: field \"metadata_json\": not valid JSON: ", json.status().message());
+      }
+      if (error.empty()) {
+        subset.push_back(i);
+      } else {
+        rejected.push_back({i, q.key, std::move(error)});
+      }
+    }
+    std::vector<Question> questions;
+    questions.reserve(subset.size());
+    FloatMatrix matrix;
+    if (dim > 0)
+      matrix = FloatMatrix(static_cast<int64_t>(subset.size()), static_cast<int64_t>(dim));
+    for (size_t j = 0; j < subset.size(); ++j) {
+      const size_t i = static_cast<size_t>(subset[j]);
+      questions.push_back(std::move(questions_[i]));
+      if (dim > 0) std::copy(embeddings_[i].begin(), embeddings_[i].end(), matrix.row(j));
+    }
+    embeddings_.clear();
+    UpsertResult result;
+    if (!questions.empty()) {
+      DOTS_ASSIGN_OR_RETURN(result, run_->UpsertQuestions(std::move(questions), matrix,
+                                                          /*reject_individually=*/true));
+    }
+    for (const RejectedQuestion& r : result.rejected) {
+      const int64_t stream_index = subset[static_cast<size_t>(r.index)];
+      rejected.push_back(
+          {stream_index, r.key, RenumberQuestionError(r.error, r.index, stream_index)});
+    }
+    std::sort(
+        rejected.begin(), rejected.end(),
+        [](const RejectedQuestion& a, const RejectedQuestion& b) { return a.index < b.index; });
+    response->set_added(result.added);
+    response->set_updated(result.updated);
+    for (RejectedQuestion& r : rejected) {
+      v1::RejectedQuestion* out = response->add_rejected();
+      out->set_index(r.index);
+      out->set_key(std::move(r.key));
+      out->set_error(TruncateStatusMessage(r.error));
+    }
+    return absl::OkStatus();
+  }
+
+  DotsService* const service_;
+  std::shared_ptr<Run> run_;
+  std::vector<Question> questions_;
+  std::vector<std::vector<float>> embeddings_;
+  int64_t stream_bytes_ = 0;
+};
+
+grpc::ServerReadReactor<v1::UpsertQuestionsRequest>* DotsService::UpsertQuestions(
+    grpc::CallbackServerContext* context, v1::UpsertQuestionsResponse* response) {
+  CallStarted();
+  auto* reactor = new UpsertQuestionsReactor(this, context, response);
+  reactor->Start(CheckServing());
+  return reactor;
+}
+
+// ---- ImportPool ----
+
+// Loads the files on the `waits` executor and streams progress; writes are queued so that the
+// loading thread never waits for the client.
+class DotsService::ImportPoolReactor final
+    : public grpc::ServerWriteReactor<v1::ImportPoolProgress> {
+ public:
+  ImportPoolReactor(DotsService* service, const v1::ImportPoolRequest& request)
+      : service_(service), request_(request) {
+    service_->CallStarted();
+    absl::Status serving = service_->CheckServing();
+    if (!serving.ok()) {
+      Finish(ToGrpcStatus(serving));
+      return;
+    }
+    if (!service_->waits_->Schedule([this] { End(ToGrpcStatus(Import())); })) {
+      Finish(Unavailable("the server is shutting down"));
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    writing_ = false;
+    broken_ |= !ok;
+    if (!broken_ && !pending_.empty()) {
+      current_ = std::move(pending_.front());
+      pending_.pop_front();
+      writing_ = true;
+      lock.unlock();
+      StartWrite(&current_);
+      return;
+    }
+    if (finish_.has_value()) {
+      grpc::Status status = *finish_;
+      lock.unlock();
+      Finish(std::move(status));
+    }
+  }
+  void OnCancel() override { cancelled_.store(true, std::memory_order_release); }
+  void OnDone() override {
+    service_->CallEnded();
+    delete this;
+  }
+
+ private:
+  absl::Status Import() {
+    DOTS_ASSIGN_OR_RETURN(RunEntry entry, LookUpRun(*service_->registry_, request_.run_id()));
+    if (request_.questions_path().empty()) {
+      return absl::InvalidArgumentError("questions_path: is empty");
+    }
+    DOTS_ASSIGN_OR_RETURN(Pool pool,
+                          LoadPool(request_.questions_path(), request_.embeddings_path()));
+    v1::ImportPoolProgress progress;
+    progress.set_questions_read(pool.size());
+    Send(progress);
+    if (cancelled_.load(std::memory_order_acquire)) {
+      return absl::CancelledError("the call was cancelled; nothing was imported");
+    }
+    std::vector<Question> questions = pool.questions();
+    const FloatMatrix& embeddings = pool.embeddings();
+    // All or nothing: the run rejects the whole upload on the first invalid question.
+    DOTS_ASSIGN_OR_RETURN(UpsertResult result,
+                          entry.run->UpsertQuestions(std::move(questions), embeddings,
+                                                     /*reject_individually=*/false));
+    progress.set_added(result.added);
+    progress.set_updated(result.updated);
+    progress.set_done(true);
+    Send(progress);
+    return absl::OkStatus();
+  }
+
+  void Send(v1::ImportPoolProgress message) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (broken_) return;
+    if (writing_) {
+      pending_.push_back(std::move(message));
+      return;
+    }
+    current_ = std::move(message);
+    writing_ = true;
+    lock.unlock();
+    StartWrite(&current_);
+  }
+
+  // Finishes now, or after the queued writes when the call is still healthy.
+  void End(grpc::Status status) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (writing_) {
+      finish_ = std::move(status);
+      return;
+    }
+    lock.unlock();
+    Finish(std::move(status));
+  }
+
+  DotsService* const service_;
+  const v1::ImportPoolRequest request_;
+  std::atomic<bool> cancelled_{false};
+  std::mutex mu_;
+  bool writing_ = false;  // a StartWrite is outstanding
+  bool broken_ = false;   // a write failed: the client is gone
+  v1::ImportPoolProgress current_;
+  std::deque<v1::ImportPoolProgress> pending_;
+  std::optional<grpc::Status> finish_;
+};
+
+grpc::ServerWriteReactor<v1::ImportPoolProgress>* DotsService::ImportPool(
+    grpc::CallbackServerContext* /*context*/, const v1::ImportPoolRequest* request) {
+  return new ImportPoolReactor(this, *request);
+}
+}  // namespace dots

@@ -1,0 +1,241 @@
+// Health, reflection and draining: the health service follows the server's state, reflection
+// lists dots.v1.Dots, a drain under load loses no acknowledged report, and the dots-server
+// binary drains and exits 0 on SIGTERM.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/server/test_server.h"
+
+namespace dots::testing {
+namespace {
+
+constexpr int kServing = 1, kNotServing = 2;
+
+class DrainTest : public ServerTest {};
+
+TEST_F(DrainTest, HealthIsServingAfterStartAndNotServingOnceDrainBegins) {
+  EXPECT_EQ(HealthCheck(""), kServing);
+  EXPECT_EQ(HealthCheck("dots.v1.Dots"), kServing);
+  grpc::Status status;
+  EXPECT_EQ(HealthCheck("no.such.Service", &status), -1);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+
+  server_->BeginDrain();
+  // Still listening, so probes and load balancers see the change.
+  EXPECT_EQ(HealthCheck(""), kNotServing);
+  EXPECT_EQ(HealthCheck("dots.v1.Dots"), kNotServing);
+  server_->Shutdown(absl::Seconds(1));
+  EXPECT_EQ(HealthCheck("", &status), -1);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(DrainTest, ReflectionListsTheDotsService) {
+  grpc::Status status;
+  const std::vector<std::string> services = ReflectionServices(&status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_THAT(services, ::testing::Contains("dots.v1.Dots"));
+  EXPECT_THAT(services, ::testing::Contains("grpc.health.v1.Health"));
+}
+
+TEST_F(DrainTest, WaitingNextBatchEndsWithUnavailableWhenTheServerDrains) {
+  CreateRunWithPool("wait");
+  ReceivedBatch batch;
+  ASSERT_TRUE(NextBatch("wait", 0, 0, 1, &batch).ok());
+  ASSERT_TRUE(ReportItems("wait", 0, batch).ok());
+  ASSERT_TRUE(NextBatch("wait", 1, 0, 1, &batch).ok());
+  grpc::Status waited;
+  std::thread waiter([&] { waited = NextBatch("wait", 2, 0, 1, &batch, 0, absl::Seconds(30)); });
+  absl::SleepFor(absl::Milliseconds(300));
+  const absl::Time start = absl::Now();
+  server_->Shutdown(absl::Seconds(20));
+  waiter.join();
+  // The wait noticed the drain within a slice; the drain did not sit out its grace period.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  EXPECT_EQ(waited.error_code(), grpc::StatusCode::UNAVAILABLE) << waited.error_message();
+}
+
+// Four ranks train in lockstep (NextBatch, report, next step) while the server drains. Every
+// report the server acknowledged must be in the run afterwards: re-reporting it in-process is a
+// duplicate.
+TEST_F(DrainTest, DrainUnderLoadLosesNoAcknowledgedReport) {
+  CreateRunWithPool("load", 64,
+                    R"({"batch_size": 16, "group_size": 4, "steps_per_round": 1,
+                        "reference_size": 4, "estimator": {"mode": "history"}})");
+  constexpr int kWorld = 4;
+  std::mutex mu;
+  std::map<int64_t, std::vector<RolloutReport>> acknowledged;  // by step
+  int64_t acknowledged_groups = 0;
+  std::vector<grpc::Status> last(kWorld);
+  std::vector<int64_t> steps_done(kWorld, 0);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < kWorld; ++r) {
+    ranks.emplace_back([&, r] {
+      for (int64_t step = 0;; ++step) {
+        ReceivedBatch batch;
+        grpc::Status status = NextBatch("load", step, r, kWorld, &batch, 0, absl::Seconds(10));
+        if (!status.ok()) {
+          last[r] = status;
+          return;
+        }
+        std::vector<GroupToReport> groups;
+        for (const pb::BatchItem& item : batch.items) {
+          groups.push_back({item.key(), MixedRewards(), step, std::string(2000, 'r')});
+        }
+        pb::ReportRolloutsResponse response;
+        status = Report("load", step, groups, &response);
+        if (!status.ok()) {
+          last[r] = status;
+          return;
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        EXPECT_EQ(response.accepted(), static_cast<int64_t>(groups.size()));
+        for (const GroupToReport& g : groups) {
+          acknowledged[step].push_back({g.key, g.rewards, g.policy_version, g.payload});
+        }
+        acknowledged_groups += response.accepted();
+        steps_done[r] = step + 1;
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(800));
+  const absl::Time start = absl::Now();
+  server_->Shutdown(absl::Seconds(5));
+  for (std::thread& t : ranks) t.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(6));
+  for (int r = 0; r < kWorld; ++r) {
+    // Every rank stopped because the server went away, not for another reason.
+    EXPECT_THAT(last[r].error_code(),
+                ::testing::AnyOf(grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::CANCELLED))
+        << "rank " << r << ": " << last[r].error_message();
+    EXPECT_GE(steps_done[r], 2) << "rank " << r << " made too little progress to test anything";
+  }
+
+  absl::StatusOr<RunEntry> run = server_->registry().Get("load");
+  ASSERT_TRUE(run.ok());
+  const RunStats stats = run->run->Stats();
+  EXPECT_GE(stats.reported_groups, acknowledged_groups);
+  ASSERT_GT(acknowledged_groups, 0);
+  for (auto& [step, groups] : acknowledged) {
+    const size_t n = groups.size();
+    absl::StatusOr<ReportResult> again = run->run->ReportRollouts(step, std::move(groups));
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->accepted, 0) << "step " << step;
+    EXPECT_EQ(again->duplicates, static_cast<int64_t>(n)) << "step " << step;
+  }
+}
+
+// The real binary: prints its address, drains on SIGTERM (a waiting NextBatch is released with
+// UNAVAILABLE) and exits 0.
+TEST(ServerBinaryTest, SigtermDrainsAndExitsZero) {
+  const std::filesystem::path binary =
+      std::filesystem::read_symlink("/proc/self/exe").parent_path() / "dots-server";
+  if (!std::filesystem::exists(binary)) GTEST_SKIP() << binary << " is not built";
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    close(out[0]);
+    close(out[1]);
+    execl(binary.c_str(), binary.c_str(), "--listen=127.0.0.1:0", "--drain_seconds=20",
+          "--wait_slice_ms=100", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  FILE* stdout_of_server = fdopen(out[0], "r");
+  char line[256] = {0};
+  ASSERT_NE(fgets(line, sizeof(line), stdout_of_server), nullptr);
+  const std::string prefix = "dots-server listening on ";
+  ASSERT_TRUE(absl::StartsWith(line, prefix)) << line;
+  std::string address = std::string(line).substr(prefix.size());
+  address.erase(address.find_last_not_of("\r\n") + 1);
+  ASSERT_THAT(address, ::testing::StartsWith("127.0.0.1:"));
+  EXPECT_NE(address, "127.0.0.1:0");
+
+  auto stub = pb::Dots::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext context;
+    pb::CreateRunRequest request;
+    request.set_run_id("bin");
+    request.set_config_json(kSmallConfig);
+    pb::RunInfo info;
+    ASSERT_TRUE(stub->CreateRun(&context, request, &info).ok());
+  }
+  {
+    grpc::ClientContext context;
+    pb::UpsertQuestionsResponse response;
+    auto writer = stub->UpsertQuestions(&context, &response);
+    pb::UpsertQuestionsRequest request;
+    request.set_run_id("bin");
+    for (const pb::Question& q : MakeQuestions(64, 8)) *request.add_questions() = q;
+    writer->Write(request);
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+  }
+  auto next = [&](int64_t step, grpc::Status* status) {
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(absl::Seconds(30)));
+    pb::NextBatchRequest request;
+    request.set_run_id("bin");
+    request.set_step(step);
+    auto reader = stub->NextBatch(&context, request);
+    pb::NextBatchChunk chunk;
+    std::vector<std::string> keys;
+    while (reader->Read(&chunk)) {
+      for (const pb::BatchItem& item : chunk.items()) keys.push_back(item.key());
+    }
+    *status = reader->Finish();
+    return keys;
+  };
+  grpc::Status status, waited;
+  const std::vector<std::string> step0 = next(0, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  {
+    grpc::ClientContext context;
+    pb::ReportRolloutsResponse response;
+    auto writer = stub->ReportRollouts(&context, &response);
+    pb::ReportRolloutsRequest request;
+    request.set_run_id("bin");
+    for (const std::string& key : step0) {
+      pb::RolloutFragment* f = request.add_groups();
+      f->set_key(key);
+      for (float r : {1.0f, 0.0f, 0.0f, 0.0f}) f->add_rewards(r);
+    }
+    writer->Write(request);
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+    ASSERT_EQ(response.accepted(), static_cast<int64_t>(step0.size()));
+  }
+  next(1, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  // Step 2 opens round 1, which waits for step 1's reports: this call waits.
+  std::thread waiter([&] { next(2, &waited); });
+  absl::SleepFor(absl::Milliseconds(300));
+  const absl::Time start = absl::Now();
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  int wstatus = 0;
+  ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+  waiter.join();
+  fclose(stdout_of_server);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  ASSERT_TRUE(WIFEXITED(wstatus)) << "status " << wstatus;
+  EXPECT_EQ(WEXITSTATUS(wstatus), 0);
+  EXPECT_EQ(waited.error_code(), grpc::StatusCode::UNAVAILABLE) << waited.error_message();
+}
+
+}  // namespace
+}  // namespace dots::testing
