@@ -18,6 +18,13 @@ PACKAGES=(
   # Python reference tests and clients use /usr/bin/python3 with Debian's packages.
   python3 python3-numpy python3-grpcio python3-protobuf python3-pytest
 )
+# Observability and deployment checks (tests/deploy): promtool and a real Prometheus server,
+# YAML for the manifest checks, flock. Not needed to build: the container image's build stage
+# sets DOTS_DEPS_BUILD_ONLY=1 and skips them.
+TEST_PACKAGES=(prometheus python3-yaml util-linux)
+if [ "${DOTS_DEPS_BUILD_ONLY:-0}" != "1" ]; then
+  PACKAGES+=("${TEST_PACKAGES[@]}")
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -25,6 +32,13 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+
+# npm installs the offline Kubernetes schema validator and the Dockerfile linter into
+# tools/node_modules (tests/deploy/node_tools.sh). Checked by command, not by package: a
+# NodeSource nodejs bundles npm and conflicts with Debian's npm package.
+if [ "${DOTS_DEPS_BUILD_ONLY:-0}" != "1" ] && ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
