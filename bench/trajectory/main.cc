@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "bench/load/load.h"
 #include "bench/trajectory/trajectory.h"
 #include "client/cli/flags.h"
 #include "core/json.h"
@@ -351,12 +352,15 @@ int main(int argc, char** argv) {
       "usage: dots-bench COMMAND [flags]\n\n"
       "commands:\n"
       "  trajectory   replay a recorded GRPO run's per-question success rates through the\n"
-      "               estimator and selector (dots-bench trajectory --help)\n";
+      "               estimator and selector (dots-bench trajectory --help)\n"
+      "  load         NextBatch / ReportRollouts QPS and latency against an in-process server\n"
+      "               and a bare gRPC baseline (dots-bench load --help)\n";
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::fputs(usage.c_str(), argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
   if (std::string(argv[1]) == "trajectory") return dots::bench::Trajectory(argc, argv);
+  if (std::string(argv[1]) == "load") return dots::bench::Load(argc, argv);
   std::fprintf(stderr, "dots-bench: unknown command \"%s\"\n\n%s", argv[1], usage.c_str());
   return 2;
 }

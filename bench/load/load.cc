@@ -1,0 +1,531 @@
+// dots-bench load: see load.h.
+#include "bench/load/load.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <latch>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/cli/flags.h"
+#include "client/cpp/client.h"
+#include "core/matrix.h"
+#include "core/pool.h"
+#include "dots/v1/dots.grpc.pb.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "server/server.h"
+
+namespace dots::bench {
+namespace {
+
+namespace pb = ::dots::v1;
+
+constexpr char kRunId[] = "load";
+constexpr int kGroupSize = 8;
+// Per-call deadline of the benchmark clients: generous, since 64 threads share 2 cores here.
+constexpr absl::Duration kCallDeadline = absl::Seconds(30);
+
+std::chrono::system_clock::time_point DeadlineIn(absl::Duration d) {
+  return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(d);
+}
+
+// ---- the bare baseline: same service, precomputed answers ----
+
+// Answers NextBatch with `chunks` (the real server's step-0 stream, captured once) and
+// ReportRollouts by reading the whole client stream and returning `report_response`. No run,
+// no validation: what remains is gRPC's own cost of moving the same bytes.
+class BareService final : public pb::Dots::CallbackService {
+ public:
+  BareService(std::vector<pb::NextBatchChunk> chunks, pb::ReportRolloutsResponse report_response)
+      : chunks_(std::move(chunks)), report_response_(std::move(report_response)) {}
+
+  grpc::ServerWriteReactor<pb::NextBatchChunk>* NextBatch(
+      grpc::CallbackServerContext* /*context*/, const pb::NextBatchRequest* /*request*/) override {
+    return new ChunkWriter(&chunks_);
+  }
+
+  grpc::ServerReadReactor<pb::ReportRolloutsRequest>* ReportRollouts(
+      grpc::CallbackServerContext* /*context*/, pb::ReportRolloutsResponse* response) override {
+    *response = report_response_;
+    return new ReportReader();
+  }
+
+ private:
+  class ChunkWriter final : public grpc::ServerWriteReactor<pb::NextBatchChunk> {
+   public:
+    explicit ChunkWriter(const std::vector<pb::NextBatchChunk>* chunks) : chunks_(chunks) {
+      WriteNext();
+    }
+    void OnWriteDone(bool ok) override {
+      if (!ok) {
+        Finish(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
+        return;
+      }
+      WriteNext();
+    }
+    void OnDone() override { delete this; }
+
+   private:
+    void WriteNext() {
+      if (next_ < chunks_->size()) {
+        StartWrite(&(*chunks_)[next_++]);
+      } else {
+        Finish(grpc::Status::OK);
+      }
+    }
+    const std::vector<pb::NextBatchChunk>* chunks_;
+    size_t next_ = 0;
+  };
+
+  class ReportReader final : public grpc::ServerReadReactor<pb::ReportRolloutsRequest> {
+   public:
+    ReportReader() { StartRead(&request_); }
+    void OnReadDone(bool ok) override {
+      if (ok) {
+        StartRead(&request_);
+      } else {
+        Finish(grpc::Status::OK);  // the client's WritesDone (or a broken stream)
+      }
+    }
+    void OnDone() override { delete this; }
+
+   private:
+    pb::ReportRolloutsRequest request_;
+  };
+
+  const std::vector<pb::NextBatchChunk> chunks_;
+  const pb::ReportRolloutsResponse report_response_;
+};
+
+// ---- the client side, identical against both servers ----
+
+// One NextBatch call read to its end. Returns the items received, or the error.
+absl::StatusOr<int64_t> FetchBatch(pb::Dots::Stub& stub, const pb::NextBatchRequest& request,
+                                   std::vector<pb::NextBatchChunk>* capture = nullptr) {
+  grpc::ClientContext context;
+  context.set_deadline(DeadlineIn(kCallDeadline));
+  std::unique_ptr<grpc::ClientReader<pb::NextBatchChunk>> reader =
+      stub.NextBatch(&context, request);
+  pb::NextBatchChunk chunk;
+  int64_t items = 0;
+  while (reader->Read(&chunk)) {
+    items += chunk.items_size();
+    if (capture != nullptr) capture->push_back(chunk);
+  }
+  const grpc::Status status = reader->Finish();
+  if (!status.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("NextBatch: gRPC code ", status.error_code(), ": ", status.error_message()));
+  }
+  return items;
+}
+
+// One ReportRollouts call with `request` as its only message.
+absl::StatusOr<pb::ReportRolloutsResponse> SendReport(pb::Dots::Stub& stub,
+                                                      const pb::ReportRolloutsRequest& request) {
+  grpc::ClientContext context;
+  context.set_deadline(DeadlineIn(kCallDeadline));
+  pb::ReportRolloutsResponse response;
+  std::unique_ptr<grpc::ClientWriter<pb::ReportRolloutsRequest>> writer =
+      stub.ReportRollouts(&context, &response);
+  writer->Write(request);
+  writer->WritesDone();
+  const grpc::Status status = writer->Finish();
+  if (!status.ok()) {
+    return absl::UnavailableError(absl::StrCat("ReportRollouts: gRPC code ", status.error_code(),
+                                               ": ", status.error_message()));
+  }
+  return response;
+}
+
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  // One HTTP/2 connection per client thread, as separate trainer processes would have.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+struct RpcStats {
+  int64_t calls = 0;
+  double qps = 0, p50_ms = 0, p99_ms = 0;
+};
+
+struct PhaseResult {
+  RpcStats next_batch, report;
+};
+
+// Nearest-rank percentile of sorted `v` (0 when empty).
+double Percentile(const std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  const size_t rank = static_cast<size_t>(std::ceil(p * static_cast<double>(v.size())));
+  return v[std::min(v.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+
+RpcStats Summarize(std::vector<double> latencies_ms, absl::Duration window) {
+  std::sort(latencies_ms.begin(), latencies_ms.end());
+  RpcStats s;
+  s.calls = static_cast<int64_t>(latencies_ms.size());
+  s.qps = static_cast<double>(s.calls) / absl::ToDoubleSeconds(window);
+  s.p50_ms = Percentile(latencies_ms, 0.50);
+  s.p99_ms = Percentile(latencies_ms, 0.99);
+  return s;
+}
+
+// `clients` threads, each on its own channel, loop NextBatch + ReportRollouts against `address`
+// for `window` after one untimed warm-up iteration each. Calls that complete after the window
+// are not counted. Errors: the first failed call or item-count mismatch.
+absl::StatusOr<PhaseResult> RunPhase(const std::string& address, int clients, absl::Duration window,
+                                     const pb::NextBatchRequest& next,
+                                     const std::vector<pb::ReportRolloutsRequest>& reports,
+                                     int64_t expected_items) {
+  std::atomic<bool> stop{false};
+  std::latch ready(clients + 1);
+  std::latch go(1);
+  absl::Mutex mu;
+  std::vector<double> next_ms, report_ms;
+  absl::Status first_error;
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      std::unique_ptr<pb::Dots::Stub> stub = pb::Dots::NewStub(NewChannel(address));
+      const pb::ReportRolloutsRequest& report = reports[static_cast<size_t>(c) % reports.size()];
+      std::vector<double> my_next, my_report;
+      absl::Status error;
+      auto iterate = [&](bool timed) {
+        const absl::Time t0 = absl::Now();
+        absl::StatusOr<int64_t> items = FetchBatch(*stub, next);
+        const absl::Time t1 = absl::Now();
+        if (!items.ok()) return items.status();
+        if (*items != expected_items) {
+          return absl::InternalError(
+              absl::StrCat("NextBatch: ", *items, " items, expected ", expected_items));
+        }
+        absl::StatusOr<pb::ReportRolloutsResponse> response = SendReport(*stub, report);
+        const absl::Time t2 = absl::Now();
+        if (!response.ok()) return response.status();
+        if (response->rejected_size() > 0) {
+          return absl::InternalError(
+              absl::StrCat("ReportRollouts rejected: ", response->rejected(0).error()));
+        }
+        if (timed && !stop.load(std::memory_order_relaxed)) {
+          my_next.push_back(absl::ToDoubleMilliseconds(t1 - t0));
+          my_report.push_back(absl::ToDoubleMilliseconds(t2 - t1));
+        }
+        return absl::OkStatus();
+      };
+      error = iterate(false);
+      ready.count_down();
+      go.wait();
+      while (error.ok() && !stop.load(std::memory_order_relaxed)) error = iterate(true);
+      absl::MutexLock lock(&mu);
+      next_ms.insert(next_ms.end(), my_next.begin(), my_next.end());
+      report_ms.insert(report_ms.end(), my_report.begin(), my_report.end());
+      if (!error.ok() && first_error.ok()) first_error = error;
+    });
+  }
+  ready.arrive_and_wait();
+  go.count_down();
+  absl::SleepFor(window);
+  stop.store(true);
+  for (std::thread& t : threads) t.join();
+  if (!first_error.ok()) return first_error;
+  PhaseResult result;
+  result.next_batch = Summarize(std::move(next_ms), window);
+  result.report = Summarize(std::move(report_ms), window);
+  return result;
+}
+
+// ---- setup ----
+
+// `n` questions with prompts of about 200 characters and small JSON metadata.
+std::vector<Question> MakePool(int64_t n) {
+  std::vector<Question> pool;
+  pool.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    Question q;
+    q.key = absl::StrCat("q", i);
+    q.prompt = absl::StrFormat(
+        "Problem %d. Let a = %d and b = %d. A sequence starts at a and each term adds b to the "
+        "previous one. What is the sum of the first %d terms? Give the exact value and explain.",
+        i, i % 97, i % 13 + 1, i % 50 + 10);
+    q.prompt.resize(200, ' ');
+    q.metadata_json = absl::StrCat("{\"answer\": ", i, "}");
+    pool.push_back(std::move(q));
+  }
+  return pool;
+}
+
+absl::StatusOr<std::vector<int>> ParseClients(const std::string& text) {
+  std::vector<int> out;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int n = 0;
+    if (!absl::SimpleAtoi(part, &n) || n < 1 || n > 1024) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--clients: \"", text, "\" is not a list of thread counts in [1, 1024]"));
+    }
+    out.push_back(n);
+  }
+  return out;
+}
+
+struct Level {
+  int clients = 0;
+  PhaseResult dots, bare;
+};
+
+double Ratio(double a, double b) { return b > 0 ? a / b : 0; }
+
+std::string StatsJson(const RpcStats& s) {
+  return absl::StrFormat(R"({"calls": %d, "qps": %.2f, "p50_ms": %.4f, "p99_ms": %.4f})", s.calls,
+                         s.qps, s.p50_ms, s.p99_ms);
+}
+
+}  // namespace
+
+int Load(int argc, char** argv) {
+  cli::FlagSet flags(
+      "dots-bench load [--clients 1,8,32,64] [--seconds 3] [--batch-size 512] "
+      "[--payload-bytes 65536] [--json]",
+      "Client threads loop NextBatch (an already-composed step, whole batch) + ReportRollouts\n"
+      "(one group, one payload) against an in-process dots-server and against a bare gRPC\n"
+      "server replaying the same bytes; prints QPS and p50/p99 latency of each.");
+  flags.Add("clients", "comma-separated client thread counts", "1,8,32,64");
+  flags.Add("seconds", "measured seconds per level and server", "3");
+  flags.Add("batch-size", "run batch size B", "512");
+  flags.Add("payload-bytes", "ReportRollouts payload per group, bytes", "65536");
+  flags.Add("pool", "questions in the pool", "20000");
+  flags.AddBool("json", "print one JSON object instead of a table");
+  absl::StatusOr<bool> parsed = flags.Parse(argc, argv, 2);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "dots-bench load: %s\n", std::string(parsed.status().message()).c_str());
+    return 2;
+  }
+  if (!*parsed) return 0;
+  auto fail = [](const absl::Status& s) {
+    std::fprintf(stderr, "dots-bench load: %s\n", s.ToString().c_str());
+    return 1;
+  };
+  absl::StatusOr<std::vector<int>> levels = ParseClients(flags.Get("clients"));
+  absl::StatusOr<double> seconds = flags.GetDouble("seconds");
+  absl::StatusOr<int64_t> batch_size = flags.GetInt("batch-size");
+  absl::StatusOr<int64_t> payload_bytes = flags.GetInt("payload-bytes");
+  absl::StatusOr<int64_t> pool_size = flags.GetInt("pool");
+  for (const absl::Status& s : {levels.status(), seconds.status(), batch_size.status(),
+                                payload_bytes.status(), pool_size.status()}) {
+    if (!s.ok()) {
+      std::fprintf(stderr, "dots-bench load: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
+  }
+  if (*seconds <= 0 || *batch_size < 1 || *payload_bytes < 0 || *payload_bytes > (3 << 20) ||
+      *pool_size < 2 * *batch_size + 32) {
+    std::fprintf(stderr,
+                 "dots-bench load: need --seconds > 0, --batch-size >= 1, --payload-bytes in "
+                 "[0, 3 MiB] and --pool >= 2 * batch-size + 32\n");
+    return 2;
+  }
+  const absl::Duration window = absl::Seconds(*seconds);
+
+  // The real server, its run and a composed step 0.
+  Server::Options options;
+  options.listen_address = "127.0.0.1:0";
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::BuildAndStart(options);
+  if (!server.ok()) return fail(server.status());
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create({.target = (*server)->address()});
+  if (!client.ok()) return fail(client.status());
+  const std::string config = absl::StrFormat(
+      R"({"batch_size": %d, "group_size": %d, "steps_per_round": 2, "reference_size": 32,
+          "estimator": {"mode": "history"}, "replay": {"enabled": true}})",
+      *batch_size, kGroupSize);
+  if (absl::StatusOr<RunInfo> run = (*client)->CreateRun(kRunId, config); !run.ok()) {
+    return fail(run.status());
+  }
+  const absl::Time setup_start = absl::Now();
+  absl::StatusOr<UpsertResult> upserted =
+      (*client)->UpsertQuestions(kRunId, MakePool(*pool_size), FloatMatrix());
+  if (!upserted.ok()) return fail(upserted.status());
+  pb::NextBatchRequest next;
+  next.set_run_id(kRunId);
+  next.set_step(0);
+  next.set_rank(0);
+  next.set_world_size(1);
+  std::vector<pb::NextBatchChunk> chunks;
+  std::unique_ptr<pb::Dots::Stub> setup_stub = pb::Dots::NewStub(NewChannel((*server)->address()));
+  absl::StatusOr<int64_t> items = FetchBatch(*setup_stub, next, &chunks);  // plans round 0
+  if (!items.ok()) return fail(items.status());
+  int64_t batch_bytes = 0;
+  std::vector<std::string> keys;
+  for (const pb::NextBatchChunk& chunk : chunks) {
+    batch_bytes += static_cast<int64_t>(chunk.ByteSizeLong());
+    for (const pb::BatchItem& item : chunk.items()) keys.push_back(item.key());
+  }
+  if (keys.empty()) return fail(absl::InternalError("step 0 has no items"));
+  const double setup_seconds = absl::ToDoubleSeconds(absl::Now() - setup_start);
+
+  // One report per client thread (reused every iteration): a different item's key each, so the
+  // first report of each is applied and the rest are duplicates.
+  const std::string payload(static_cast<size_t>(*payload_bytes), 'x');
+  const int max_clients = *std::max_element(levels->begin(), levels->end());
+  std::vector<pb::ReportRolloutsRequest> reports;
+  for (int c = 0; c < max_clients; ++c) {
+    pb::ReportRolloutsRequest r;
+    r.set_run_id(kRunId);
+    r.set_step(0);
+    pb::RolloutFragment* f = r.add_groups();
+    f->set_key(keys[static_cast<size_t>(c) % keys.size()]);
+    for (int g = 0; g < kGroupSize; ++g) f->add_rewards(g == 0 ? 1.0f : 0.0f);
+    f->set_policy_version(0);
+    f->set_payload_size(*payload_bytes);
+    f->set_offset(0);
+    f->set_data(payload);
+    reports.push_back(std::move(r));
+  }
+
+  // The bare server, answering with the captured bytes.
+  pb::ReportRolloutsResponse fixed_response;
+  fixed_response.set_duplicates(1);
+  BareService bare_service(chunks, fixed_response);
+  grpc::ServerBuilder builder;
+  int bare_port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &bare_port);
+  builder.RegisterService(&bare_service);
+  std::unique_ptr<grpc::Server> bare = builder.BuildAndStart();
+  if (bare == nullptr || bare_port == 0) {
+    return fail(absl::UnavailableError("bare server: cannot bind 127.0.0.1:0"));
+  }
+  const std::string bare_address = absl::StrCat("127.0.0.1:", bare_port);
+
+  std::vector<Level> results;
+  for (int clients : *levels) {
+    Level level;
+    level.clients = clients;
+    std::fprintf(stderr, "%d client(s): dots ...\n", clients);
+    absl::StatusOr<PhaseResult> dots =
+        RunPhase((*server)->address(), clients, window, next, reports, *items);
+    if (!dots.ok()) return fail(dots.status());
+    std::fprintf(stderr, "%d client(s): bare ...\n", clients);
+    absl::StatusOr<PhaseResult> baseline =
+        RunPhase(bare_address, clients, window, next, reports, *items);
+    if (!baseline.ok()) return fail(baseline.status());
+    level.dots = *dots;
+    level.bare = *baseline;
+    results.push_back(level);
+  }
+  // What the dots server made of the reports: one applied group per key, the rest duplicates.
+  pb::RunStats run_stats;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(absl::Seconds(10)));
+    pb::GetRunStatsRequest request;
+    request.set_run_id(kRunId);
+    const grpc::Status status = setup_stub->GetRunStats(&context, request, &run_stats);
+    if (!status.ok()) {
+      return fail(absl::UnavailableError(absl::StrCat("GetRunStats: ", status.error_message())));
+    }
+  }
+  bare->Shutdown(DeadlineIn(absl::Seconds(1)));
+  (*server)->Shutdown(absl::Seconds(1));
+
+  // Verdicts.
+  const Level* at32 = nullptr;
+  bool ratios_ok = true;
+  for (const Level& l : results) {
+    if (l.clients == 32) at32 = &l;
+    ratios_ok = ratios_ok && Ratio(l.dots.next_batch.qps, l.bare.next_batch.qps) >= 0.5 &&
+                Ratio(l.dots.report.qps, l.bare.report.qps) >= 0.5;
+  }
+  const bool p99_ok = at32 != nullptr && at32->dots.next_batch.p99_ms <= 5.0;
+
+  if (flags.GetBool("json")) {
+    std::string out = absl::StrFormat(
+        R"({"batch_size": %d, "items_per_batch": %d, "chunks_per_batch": %d, )"
+        R"("batch_bytes": %d, "payload_bytes": %d, "pool": %d, "seconds": %g, )"
+        R"("setup_seconds": %.3f, "cores": %d, "repeated_reports_are_duplicates": true, )"
+        R"("dots_reported_groups": %d, "dots_duplicate_reports": %d, "levels": [)",
+        *batch_size, *items, chunks.size(), batch_bytes, *payload_bytes, *pool_size, *seconds,
+        setup_seconds, std::thread::hardware_concurrency(), run_stats.reported_groups(),
+        run_stats.duplicate_reports());
+    for (size_t i = 0; i < results.size(); ++i) {
+      const Level& l = results[i];
+      absl::StrAppend(
+          &out, i ? ", " : "",
+          absl::StrFormat(R"({"clients": %d, "dots": {"next_batch": %s, "report": %s}, )"
+                          R"("bare": {"next_batch": %s, "report": %s}, "next_batch_ratio": %.4f, )"
+                          R"("report_ratio": %.4f})",
+                          l.clients, StatsJson(l.dots.next_batch), StatsJson(l.dots.report),
+                          StatsJson(l.bare.next_batch), StatsJson(l.bare.report),
+                          Ratio(l.dots.next_batch.qps, l.bare.next_batch.qps),
+                          Ratio(l.dots.report.qps, l.bare.report.qps)));
+    }
+    absl::StrAppend(
+        &out,
+        absl::StrFormat(
+            R"(], "targets": {"next_batch_p99_at_32_ms": %s, "next_batch_p99_at_32_le_5ms": %s, )"
+            R"("qps_ratio_ge_0.5_at_every_level": %s}})",
+            at32 != nullptr ? absl::StrFormat("%.4f", at32->dots.next_batch.p99_ms) : "null",
+            at32 == nullptr ? "null" : (p99_ok ? "true" : "false"), ratios_ok ? "true" : "false"),
+        "\n");
+    std::fputs(out.c_str(), stdout);
+    return 0;
+  }
+
+  std::printf(
+      "dots-bench load: B = %d, %d items per NextBatch (%d chunks, %.1f KiB), ReportRollouts of "
+      "1 group with a %d-byte payload; %g s per level and server; %u cores\n",
+      static_cast<int>(*batch_size), static_cast<int>(*items), static_cast<int>(chunks.size()),
+      static_cast<double>(batch_bytes) / 1024.0, static_cast<int>(*payload_bytes), *seconds,
+      std::thread::hardware_concurrency());
+  std::printf(
+      "NextBatch serves an already-composed step (step 0, rank 0 of 1); repeated reports of a "
+      "key are duplicates (received, reassembled and checked, not re-applied)\n\n");
+  auto table = [&](const char* name, RpcStats PhaseResult::*rpc) {
+    std::printf("%s\n%7s | %10s %8s %8s | %10s %8s %8s | %6s\n", name, "clients", "dots qps",
+                "p50 ms", "p99 ms", "bare qps", "p50 ms", "p99 ms", "ratio");
+    for (const Level& l : results) {
+      const RpcStats& d = l.dots.*rpc;
+      const RpcStats& b = l.bare.*rpc;
+      std::printf("%7d | %10.1f %8.3f %8.3f | %10.1f %8.3f %8.3f | %6.3f\n", l.clients, d.qps,
+                  d.p50_ms, d.p99_ms, b.qps, b.p50_ms, b.p99_ms, Ratio(d.qps, b.qps));
+    }
+    std::printf("\n");
+  };
+  table("NextBatch", &PhaseResult::next_batch);
+  table("ReportRollouts", &PhaseResult::report);
+  if (at32 == nullptr) {
+    std::printf("target NextBatch p99 <= 5 ms at 32 clients: not measured (no 32 in --clients)\n");
+  } else {
+    std::printf("target NextBatch p99 <= 5 ms at 32 clients: %s (%.3f ms)\n",
+                p99_ok ? "MET" : "MISSED", at32->dots.next_batch.p99_ms);
+  }
+  std::printf("target throughput >= 0.5 x bare at every level (both RPCs): %s\n",
+              ratios_ok ? "MET" : "MISSED");
+  std::printf("dots server afterwards: %lld groups applied, %lld duplicate reports\n",
+              static_cast<long long>(run_stats.reported_groups()),
+              static_cast<long long>(run_stats.duplicate_reports()));
+  return 0;
+}
+
+}  // namespace dots::bench
