@@ -242,7 +242,8 @@ absl::StatusOr<ParsedQuestionLine> ParseQuestionLine(std::string_view line) {
   return out;
 }
 
-absl::StatusOr<Pool> LoadPool(const std::string& jsonl_path, const std::string& npy_path) {
+absl::StatusOr<Pool> LoadPool(const std::string& jsonl_path, const std::string& npy_path,
+                              const std::function<void(int64_t)>& progress) {
   DOTS_ASSIGN_OR_RETURN(const std::string text, ReadFile(jsonl_path));
   auto line_error = [&](int64_t line_no, absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat(jsonl_path, ":", line_no, ": ", what));
@@ -258,7 +259,10 @@ absl::StatusOr<Pool> LoadPool(const std::string& jsonl_path, const std::string& 
   const std::string_view all(text);
   size_t start = 0;
   int64_t line_no = 0;
+  // Progress about every tenth of the file, by lines.
+  const int64_t progress_every = std::max<int64_t>(1, (newlines + 1) / 10);
   while (start < all.size()) {
+    if (progress && line_no > 0 && line_no % progress_every == 0) progress(pool.size());
     size_t end = all.find('\n', start);
     if (end == std::string_view::npos) end = all.size();
     const std::string_view line = all.substr(start, end - start);

@@ -13,6 +13,7 @@
 #define DOTS_CORE_POOL_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -96,7 +97,10 @@ absl::StatusOr<ParsedQuestionLine> ParseQuestionLine(std::string_view line);
 //   questions.jsonl:17: field "prior": 1.5 is outside [0, 1]
 // and nothing is half-loaded: on error no pool is returned. Cost: O(file bytes + N * D); reads
 // both files fully into memory; blocks on file I/O.
-absl::StatusOr<Pool> LoadPool(const std::string& jsonl_path, const std::string& npy_path = "");
+// `progress`, when given, is called with the number of questions parsed so far about every
+// tenth of the file (on the calling thread), for progress reporting.
+absl::StatusOr<Pool> LoadPool(const std::string& jsonl_path, const std::string& npy_path = "",
+                              const std::function<void(int64_t)>& progress = nullptr);
 
 }  // namespace dots
 

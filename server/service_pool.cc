@@ -207,8 +207,12 @@ class DotsService::ImportPoolReactor final
     if (request_.questions_path().empty()) {
       return absl::InvalidArgumentError("questions_path: is empty");
     }
-    DOTS_ASSIGN_OR_RETURN(Pool pool,
-                          LoadPool(request_.questions_path(), request_.embeddings_path()));
+    DOTS_ASSIGN_OR_RETURN(Pool pool, LoadPool(request_.questions_path(), request_.embeddings_path(),
+                                              [this](int64_t questions_read) {
+                                                v1::ImportPoolProgress parsing;
+                                                parsing.set_questions_read(questions_read);
+                                                Send(std::move(parsing));
+                                              }));
     v1::ImportPoolProgress progress;
     progress.set_questions_read(pool.size());
     Send(progress);

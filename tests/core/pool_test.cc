@@ -558,3 +558,25 @@ TEST(LoadPoolTest, LoadsRealDeepScaleRPool) {
 
 }  // namespace
 }  // namespace dots
+
+namespace dots {
+namespace {
+
+TEST(LoadPoolProgressTest, ReportsAboutEveryTenthOfTheFile) {
+  const std::string path = ::testing::TempDir() + "/progress_pool.jsonl";
+  {
+    std::ofstream out(path);
+    for (int i = 0; i < 100; ++i) out << "{\"key\": \"k" << i << "\", \"prompt\": \"p\"}\n";
+  }
+  std::vector<int64_t> calls;
+  auto pool = LoadPool(path, "", [&](int64_t n) { calls.push_back(n); });
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ(pool->size(), 100);
+  EXPECT_GE(calls.size(), 9u);
+  EXPECT_LE(calls.size(), 11u);
+  for (size_t i = 1; i < calls.size(); ++i) EXPECT_GT(calls[i], calls[i - 1]);
+  EXPECT_LE(calls.back(), 100);
+}
+
+}  // namespace
+}  // namespace dots
