@@ -1,5 +1,6 @@
 #include "core/adapter.h"
 
+#include <cblas.h>
 #include <omp.h>
 
 #include <Eigen/Core>
@@ -168,7 +169,10 @@ void LayerNormRows(const Adapter::LayerNormWeights& ln, RowMatrix& a) {
 void Linear(const Adapter::LinearWeights& lin, const RowMatrix& a, RowMatrix& out) {
   const ConstRowMap w(lin.weight.data.data(), lin.weight.rows, lin.weight.cols);
   out.resize(a.rows(), lin.weight.rows);
-  out.noalias() = a * w.transpose();
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(a.rows()),
+              static_cast<int>(lin.weight.rows), static_cast<int>(a.cols()), 1.0f, a.data(),
+              static_cast<int>(a.cols()), w.data(), static_cast<int>(w.cols()), 0.0f, out.data(),
+              static_cast<int>(out.cols()));
   out.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(lin.bias.data(), lin.weight.rows);
 }
 

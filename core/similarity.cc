@@ -1,5 +1,6 @@
 #include "core/similarity.h"
 
+#include <cblas.h>
 #include <faiss/IndexFlat.h>
 #include <omp.h>
 
@@ -319,7 +320,10 @@ absl::Status SimilarityScorer::Score(const int64_t* queries, int64_t num_queries
     const int64_t rows = std::min(block_rows, num_queries - r0);
     scores.resize(rows, k);
     if (queries == nullptr) {
-      scores.noalias() = ConstRowMap(query_proj_.row(r0), rows, h) * refs.transpose();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
+                  static_cast<int>(k), static_cast<int>(h), 1.0f, query_proj_.row(r0),
+                  static_cast<int>(h), refs.data(), static_cast<int>(h), 0.0f, scores.data(),
+                  static_cast<int>(k));
     } else {
       gathered.resize(rows, h);
       for (int64_t t = 0; t < rows; ++t) {

@@ -12,7 +12,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo; then
   export OPENBLAS_CORETYPE=SkylakeX
 fi
-echo "== BLAS: $(update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | awk '/^Value:/ {print $2}')"
+echo "== BLAS: $(ldd "$BUILD_DIR/bin/dots-perf" | awk '/libopenblas/ {print $3}')"
 echo "== scoring and selection (bench/perf)"
 "$BUILD_DIR/bin/dots-perf" --benchmark_counters_tabular=true "$@"
 echo

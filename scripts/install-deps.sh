@@ -10,7 +10,7 @@ PACKAGES=(
   # gRPC / protobuf / Abseil: Debian's single ABI (never vendor another copy).
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   # Numerics: Eigen for GEMM, FAISS for top-k, OpenBLAS so FAISS does not run on reference BLAS.
-  libeigen3-dev libfaiss-dev libopenblas-dev
+  libeigen3-dev libfaiss-dev libopenblas-dev libopenblas-openmp-dev
   # Service support.
   prometheus-cpp-dev librocksdb-dev
   # Tests and benchmarks.
