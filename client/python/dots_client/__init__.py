@@ -1,0 +1,13 @@
+"""Python client of the dots service (proto/dots/v1/dots.proto).
+
+Needs the stubs generated at build time (`dots.v1.dots_pb2`, `dots.v1.dots_pb2_grpc`, written to
+BUILD_DIR/python by the `python_stubs` CMake target) on the import path, next to this package:
+
+    PYTHONPATH=BUILD_DIR/python:SOURCE_DIR/client/python /usr/bin/python3 ...
+
+Runs on Debian's python3-grpcio, python3-protobuf and python3-numpy; nothing from PyPI.
+"""
+
+from dots_client.client import Batch, Client, DotsError, Group, Item, ReplayGroup
+
+__all__ = ["Batch", "Client", "DotsError", "Group", "Item", "ReplayGroup"]
