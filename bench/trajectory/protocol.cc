@@ -8,6 +8,18 @@
 #include "core/status_macros.h"
 
 namespace dots::bench {
+namespace {
+
+// A group of `g` rollouts with round(g * rate) successes; which rollouts succeeded is
+// irrelevant to dots.
+std::vector<float> GroupRewards(int g, float rate) {
+  const int successes = static_cast<int>(std::lround(g * rate));
+  std::vector<float> rewards(static_cast<size_t>(g), 0.0f);
+  for (int i = 0; i < successes; ++i) rewards[i] = 1.0f;
+  return rewards;
+}
+
+}  // namespace
 
 absl::StatusOr<TrajectoryResult> RunTrajectoryProtocol(const TrajectoryData& data,
                                                        const TrajectoryConfig& config,
@@ -39,24 +51,17 @@ absl::StatusOr<TrajectoryResult> RunTrajectoryProtocol(const TrajectoryData& dat
 
   TrajectoryResult result;
   result.epochs = epochs;
-  std::vector<float> truth(static_cast<size_t>(n)), p_hat(static_cast<size_t>(n));
-  double pearson_sum = 0, age_sum = 0;
+  std::vector<float> truth, p_hat(static_cast<size_t>(n));
+  double age_sum = 0;
   int64_t replayed = 0, trained = 0;
   for (int64_t t = 0; t < epochs; ++t) {
-    for (int64_t q = 0; q < n; ++q) {
-      const std::vector<float>& h = data.histories[q];
-      truth[q] = h[std::min<int64_t>(t, static_cast<int64_t>(h.size()) - 1)];
-    }
+    TruthAtEpoch(data, t, &truth);
     absl::StatusOr<BatchSlice> batch = run->NextBatch(t, 0, 1, t, absl::InfiniteFuture());
     if (batch.ok() && batch->reference_batch) {
       // Paper reference mode: roll out and report the reference batch, then ask again.
       std::vector<RolloutReport> refs;
       for (const BatchItem& item : batch->items) {
-        const int64_t q = *pool.IndexOf(item.key);
-        const int successes = static_cast<int>(std::lround(g * truth[q]));
-        std::vector<float> rewards(static_cast<size_t>(g), 0.0f);
-        for (int i = 0; i < successes; ++i) rewards[i] = 1.0f;
-        refs.push_back({item.key, std::move(rewards), t, ""});
+        refs.push_back({item.key, GroupRewards(g, truth[*pool.IndexOf(item.key)]), t, ""});
       }
       result.fresh_rollouts += static_cast<int64_t>(refs.size()) * g;
       DOTS_RETURN_IF_ERROR(run->ReportRollouts(t, std::move(refs)).status());
@@ -65,26 +70,15 @@ absl::StatusOr<TrajectoryResult> RunTrajectoryProtocol(const TrajectoryData& dat
     if (!batch.ok()) return batch.status();
     DOTS_ASSIGN_OR_RETURN(std::vector<QuestionEstimate> estimates, run->GetEstimates({}));
     for (int64_t q = 0; q < n; ++q) p_hat[q] = static_cast<float>(estimates[q].p_hat);
-    const double r = Pearson(p_hat, truth);
-    result.pearson_by_epoch.push_back(r);
-    if (!std::isnan(r)) {
-      pearson_sum += r;
-      ++result.pearson_epochs;
-    }
-    double abs_err = 0;
-    for (int64_t q = 0; q < n; ++q) abs_err += std::abs(p_hat[q] - truth[q]);
-    result.mae += abs_err / n;
+    ScoreEpoch(p_hat, truth, &result);
 
     std::vector<RolloutReport> reports;
     int64_t effective = 0;
     for (const BatchItem& item : batch->items) {
       const int64_t q = *pool.IndexOf(item.key);
       if (truth[q] > 0 && truth[q] < 1) ++effective;
-      // A group with the recorded number of successes; which rollouts succeeded is irrelevant.
-      const int successes = static_cast<int>(std::lround(g * truth[q]));
-      std::vector<float> rewards(static_cast<size_t>(g), 0.0f);
-      for (int i = 0; i < successes; ++i) rewards[i] = 1.0f;
-      reports.push_back({item.key, std::move(rewards), t, absl::StrFormat("%s@%d", item.key, t)});
+      reports.push_back(
+          {item.key, GroupRewards(g, truth[q]), t, absl::StrFormat("%s@%d", item.key, t)});
     }
     for (const ReplayGroup& group : batch->replay) age_sum += static_cast<double>(t - group.step);
     replayed += static_cast<int64_t>(batch->replay.size());
@@ -100,11 +94,7 @@ absl::StatusOr<TrajectoryResult> RunTrajectoryProtocol(const TrajectoryData& dat
                                                  reported.rejected[0].second));
     }
   }
-  for (double e : result.effective_by_epoch) result.effective_ratio += e;
-  result.effective_ratio /= std::max<int64_t>(epochs, 1);
-  result.mae /= std::max<int64_t>(epochs, 1);
-  result.pearson = result.pearson_epochs > 0 ? pearson_sum / result.pearson_epochs
-                                             : std::numeric_limits<double>::quiet_NaN();
+  FinishResult(&result);
   result.replay_fraction = trained > 0 ? static_cast<double>(replayed) / trained : 0;
   result.replay_age = replayed > 0 ? age_sum / replayed : 0;
   return result;

@@ -69,6 +69,36 @@ double Pearson(const std::vector<float>& x, const std::vector<float>& y) {
   return sxy / std::sqrt(sxx * syy);
 }
 
+void TruthAtEpoch(const TrajectoryData& data, int64_t t, std::vector<float>* truth) {
+  truth->resize(data.histories.size());
+  for (size_t q = 0; q < data.histories.size(); ++q) {
+    const std::vector<float>& h = data.histories[q];
+    (*truth)[q] = h[std::min<int64_t>(t, static_cast<int64_t>(h.size()) - 1)];
+  }
+}
+
+void ScoreEpoch(const std::vector<float>& p_hat, const std::vector<float>& truth,
+                TrajectoryResult* result) {
+  const double r = Pearson(p_hat, truth);
+  result->pearson_by_epoch.push_back(r);
+  if (!std::isnan(r)) {
+    result->pearson += r;
+    ++result->pearson_epochs;
+  }
+  double abs_err = 0;
+  for (size_t q = 0; q < truth.size(); ++q) abs_err += std::abs(p_hat[q] - truth[q]);
+  result->mae += abs_err / static_cast<double>(truth.size());
+}
+
+void FinishResult(TrajectoryResult* result) {
+  const int64_t epochs = std::max<int64_t>(result->epochs, 1);
+  for (double e : result->effective_by_epoch) result->effective_ratio += e;
+  result->effective_ratio /= epochs;
+  result->mae /= epochs;
+  result->pearson = result->pearson_epochs > 0 ? result->pearson / result->pearson_epochs
+                                               : std::numeric_limits<double>::quiet_NaN();
+}
+
 absl::StatusOr<TrajectoryResult> RunTrajectory(const TrajectoryData& data,
                                                std::shared_ptr<const Adapter> adapter,
                                                const TrajectoryConfig& config) {
@@ -98,14 +128,10 @@ absl::StatusOr<TrajectoryResult> RunTrajectory(const TrajectoryData& data,
 
   TrajectoryResult result;
   result.epochs = epochs;
-  std::vector<float> truth(static_cast<size_t>(n));
+  std::vector<float> truth;
   std::vector<int64_t> last_refs;
-  double pearson_sum = 0;
   for (int64_t t = 0; t < epochs; ++t) {
-    for (int64_t q = 0; q < n; ++q) {
-      const std::vector<float>& h = data.histories[q];
-      truth[q] = h[std::min<int64_t>(t, static_cast<int64_t>(h.size()) - 1)];
-    }
+    TruthAtEpoch(data, t, &truth);
     auto report = [&](int64_t q) -> absl::Status {
       return estimator->Observe(q, std::round(g * truth[q]), g, t);
     };
@@ -121,15 +147,7 @@ absl::StatusOr<TrajectoryResult> RunTrajectory(const TrajectoryData& data,
       result.rollouts += k * g;
     }
     DOTS_ASSIGN_OR_RETURN(Estimates est, estimator->Estimate(t, last_refs));
-    const double r = Pearson(est.p_hat, truth);
-    result.pearson_by_epoch.push_back(r);
-    if (!std::isnan(r)) {
-      pearson_sum += r;
-      ++result.pearson_epochs;
-    }
-    double abs_err = 0;
-    for (int64_t q = 0; q < n; ++q) abs_err += std::abs(est.p_hat[q] - truth[q]);
-    result.mae += abs_err / n;
+    ScoreEpoch(est.p_hat, truth, &result);
 
     std::vector<int64_t> handed;
     std::vector<uint8_t> excluded(static_cast<size_t>(n), 0);
@@ -158,11 +176,7 @@ absl::StatusOr<TrajectoryResult> RunTrajectory(const TrajectoryData& data,
     result.effective_by_epoch.push_back(
         handed.empty() ? 0.0 : static_cast<double>(effective) / static_cast<double>(handed.size()));
   }
-  for (double e : result.effective_by_epoch) result.effective_ratio += e;
-  result.effective_ratio /= std::max<int64_t>(epochs, 1);
-  result.mae /= std::max<int64_t>(epochs, 1);
-  result.pearson = result.pearson_epochs > 0 ? pearson_sum / result.pearson_epochs
-                                             : std::numeric_limits<double>::quiet_NaN();
+  FinishResult(&result);
   return result;
 }
 

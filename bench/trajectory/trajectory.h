@@ -86,6 +86,16 @@ absl::StatusOr<TrajectoryResult> RunTrajectoryProtocol(const TrajectoryData& dat
 // Pearson correlation of two equally long vectors; NaN when either is constant.
 double Pearson(const std::vector<float>& x, const std::vector<float>& y);
 
+// Shared steps of both replays.
+// Writes every question's true success rate at epoch t (its last value when shorter). O(N).
+void TruthAtEpoch(const TrajectoryData& data, int64_t t, std::vector<float>* truth);
+// Scores one epoch's estimates against the truth: appends to pearson_by_epoch and adds to the
+// running sums in `pearson` (defined epochs only), `pearson_epochs` and `mae`. O(N).
+void ScoreEpoch(const std::vector<float>& p_hat, const std::vector<float>& truth,
+                TrajectoryResult* result);
+// Turns the running sums into means over epochs (effective_ratio from effective_by_epoch).
+void FinishResult(TrajectoryResult* result);
+
 }  // namespace dots::bench
 
 #endif  // DOTS_BENCH_TRAJECTORY_TRAJECTORY_H_
