@@ -16,23 +16,12 @@
 #include "client/cpp/client.h"
 #include "dots/v1/dots.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "tests/client/test_payload.h"
 
 namespace dots {
 namespace {
 
 namespace pb = ::dots::v1;
-
-std::string Pattern(size_t n, uint32_t seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed * 2654435761u + 1;
-  for (char& c : s) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x & 0xff);
-  }
-  return s;
-}
 
 // Each RPC's behaviour is a lambda the test sets; counters record attempts.
 class FakeDots final : public pb::Dots::Service {

@@ -20,6 +20,7 @@
 #include "core/npy.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
+#include "tests/client/test_payload.h"
 
 namespace dots {
 namespace {
@@ -28,18 +29,6 @@ constexpr char kConfig[] =
     R"({"batch_size": 8, "group_size": 4, "reference_size": 2, "seed": 7,
         "estimator": {"mode": "history"}})";
 constexpr int64_t kMiB = int64_t{1} << 20;
-
-std::string Pattern(size_t n, uint32_t seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed * 2654435761u + 1;
-  for (char& c : s) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x & 0xff);
-  }
-  return s;
-}
 
 std::vector<Question> MakeQuestions(int n) {
   std::vector<Question> questions;
