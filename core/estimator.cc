@@ -181,7 +181,7 @@ absl::Status Estimator::Observe(int64_t question, double successes, int trials,
   }
   QuestionHistory& s = state_[question];
   const double rate = successes / trials;
-  if (!last_estimate_.empty()) {
+  if (question < static_cast<int64_t>(last_estimate_.size())) {
     outcomes_.push_back({policy_version, last_estimate_[question], static_cast<float>(rate)});
   }
   if (s.last_version >= 0 && policy_version > s.last_version) {
@@ -211,6 +211,34 @@ absl::Status Estimator::RestoreHistories(absl::Span<const QuestionHistory> histo
   }
   std::copy(histories.begin(), histories.end(), state_.begin());
   return absl::OkStatus();
+}
+
+EstimatorState Estimator::ExportState() const {
+  return {state_, last_estimate_, {outcomes_.begin(), outcomes_.end()}};
+}
+
+absl::Status Estimator::RestoreState(EstimatorState state) {
+  if (state.last_estimate.size() > state_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("last_estimate: %d values for a pool of %d questions",
+                        state.last_estimate.size(), state_.size()));
+  }
+  DOTS_RETURN_IF_ERROR(RestoreHistories(state.histories));
+  last_estimate_ = std::move(state.last_estimate);
+  outcomes_.assign(state.outcomes.begin(), state.outcomes.end());
+  return absl::OkStatus();
+}
+
+void Estimator::RecordEstimate(std::vector<float> raw, int64_t version) {
+  last_estimate_ = std::move(raw);
+  PruneOutcomes(version);
+}
+
+void Estimator::PruneOutcomes(int64_t version) {
+  while (!outcomes_.empty() &&
+         outcomes_.front().version < version - options_.recalibration_window) {
+    outcomes_.pop_front();
+  }
 }
 
 float Estimator::ColdStartPrior(int64_t q) const {
@@ -381,10 +409,7 @@ absl::StatusOr<Estimates> Estimator::EstimatePosterior(int64_t version, bool wit
     out.p_hat[q] = static_cast<float>((n0 * prior_mean[q] + a) / (n0 + a + b));
   }
   last_estimate_ = out.p_hat;
-  while (!outcomes_.empty() &&
-         outcomes_.front().version < version - options_.recalibration_window) {
-    outcomes_.pop_front();
-  }
+  PruneOutcomes(version);
   if (with_similarity && options_.recalibration_window > 0) Recalibrate(version, &out.p_hat);
   return out;
 }

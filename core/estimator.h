@@ -96,6 +96,21 @@ struct QuestionHistory {
   int64_t observations = 0;
 };
 
+// One (estimate in force, observed rate) pair for the posterior recalibration.
+struct EstimatorOutcome {
+  int64_t version;
+  float estimate;
+  float observed;
+};
+
+// Everything an estimator learned from observations and its own estimates: what survives a
+// rebuild over a grown pool and a restart (core/run_snapshot.h).
+struct EstimatorState {
+  std::vector<QuestionHistory> histories;  // one per question (may be fewer than the pool)
+  std::vector<float> last_estimate;        // raw p_hat of the latest Estimate, or empty
+  std::vector<EstimatorOutcome> outcomes;  // oldest first
+};
+
 class Estimator {
  public:
   // Builds an estimator over `pool` (which must outlive it and keep its size). `adapter` may be
@@ -140,6 +155,19 @@ class Estimator {
   const std::vector<QuestionHistory>& histories() const { return state_; }
   absl::Status RestoreHistories(absl::Span<const QuestionHistory> histories);
 
+  // The learned state, and its restoration (histories as RestoreHistories; outcomes and the last
+  // estimate verbatim). RestoreState errors like RestoreHistories, or INVALID_ARGUMENT for a
+  // last estimate longer than the pool; nothing changes on error. O(N).
+  EstimatorState ExportState() const;
+  absl::Status RestoreState(EstimatorState state);
+
+  // The raw (pre-recalibration) p_hat the latest Estimate recorded, empty before any.
+  const std::vector<float>& last_estimate() const { return last_estimate_; }
+  // Redoes the bookkeeping of an Estimate call whose result was recorded (a replayed plan):
+  // records `raw` as the last estimate and prunes outcomes older than the window at `version`.
+  // O(N) for the copy.
+  void RecordEstimate(std::vector<float> raw, int64_t version);
+
   // Per-question observation state, for reference sampling and reporting.
   bool observed(int64_t q) const { return state_[q].observations > 0; }
   int64_t observations(int64_t q) const { return state_[q].observations; }
@@ -147,12 +175,7 @@ class Estimator {
   double last_success_rate(int64_t q) const { return state_[q].last_rate; }
 
  private:
-  // One (estimate in force, observed rate) pair for the posterior recalibration.
-  struct Outcome {
-    int64_t version;
-    float estimate;
-    float observed;
-  };
+  using Outcome = EstimatorOutcome;
 
   Estimator(const Pool& pool, const EstimatorOptions& options,
             std::unique_ptr<SimilarityScorer> scorer);
@@ -164,6 +187,7 @@ class Estimator {
   // labeled set is too small to fit. O(N * |L| * h).
   absl::Status SimilarityPrior(int64_t version, std::vector<float>* prior_mean, int64_t* labeled);
   void Recalibrate(int64_t version, std::vector<float>* p_hat) const;
+  void PruneOutcomes(int64_t version);
 
   const Pool& pool_;
   EstimatorOptions options_;

@@ -307,4 +307,12 @@ absl::Status ReplayStore::Restore(std::vector<ReplayGroup> groups) {
   return absl::OkStatus();
 }
 
+void ReplayStore::RestoreCounters(const Counters& counters) {
+  evicted_ = counters.evicted;
+  dropped_uninformative_ = counters.dropped_uninformative;
+  superseded_ = counters.superseded;
+  next_sequence_ = std::max(next_sequence_, counters.next_sequence);
+  last_sample_mean_age_ = counters.last_sample_mean_age;
+}
+
 }  // namespace dots

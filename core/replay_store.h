@@ -194,6 +194,21 @@ class ReplayStore {
   // negative or not strictly increasing, negative replays. O(n log n + total rewards).
   absl::Status Restore(std::vector<ReplayGroup> groups);
 
+  // The lifetime counters and the next sequence number, so that a restored store continues
+  // exactly where the saved one was. O(1).
+  struct Counters {
+    int64_t evicted = 0;
+    int64_t dropped_uninformative = 0;
+    int64_t superseded = 0;
+    int64_t next_sequence = 0;
+    double last_sample_mean_age = 0.0;
+  };
+  Counters counters() const {
+    return {evicted_, dropped_uninformative_, superseded_, next_sequence_, last_sample_mean_age_};
+  }
+  // Sets the counters; the next sequence never goes below what the groups held need.
+  void RestoreCounters(const Counters& counters);
+
  private:
   // Removes the group with this sequence from both indexes and the byte count. O(log n).
   void Erase(std::map<int64_t, ReplayGroup>::iterator it);

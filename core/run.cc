@@ -12,9 +12,14 @@
 #include "core/selector.h"
 #include "core/status_macros.h"
 #include "core/text_embedder.h"
+#include "dots/state/v1/state.pb.h"
 
 namespace dots {
 namespace {
+
+using state::v1::RunEvent;
+
+int64_t UnixMicros(absl::Time t) { return absl::ToUnixMicros(t); }
 
 // Stream tags, so that every use of randomness has its own sequence (core/random.h).
 constexpr uint64_t kTagReference = 0x726566;  // "ref"
@@ -30,20 +35,41 @@ std::string_view ItemRoleName(ItemRole role) {
   return role == ItemRole::kFresh ? "fresh" : "reference";
 }
 
-absl::StatusOr<std::unique_ptr<Run>> Run::Create(std::string id, RunConfig config,
-                                                 Options options) {
+absl::StatusOr<std::unique_ptr<Run>> Run::Build(std::string id, RunConfig config, Options options) {
   DOTS_RETURN_IF_ERROR(config.Validate());
   std::shared_ptr<const Adapter> adapter;
   if (!config.estimator.adapter_path.empty()) {
     DOTS_ASSIGN_OR_RETURN(adapter, Adapter::Load(config.estimator.adapter_path));
   }
   config.replay.alpha = config.alpha;
-  std::unique_ptr<Run> run(
+  return std::unique_ptr<Run>(
       new Run(std::move(id), std::move(config), std::move(options), std::move(adapter)));
-  if (run->options_.background_planning) {
-    run->planner_ = std::thread([r = run.get()] { r->PlannerLoop(); });
+}
+
+absl::StatusOr<std::unique_ptr<Run>> Run::Create(std::string id, RunConfig config,
+                                                 Options options) {
+  DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Run> run,
+                        Build(std::move(id), std::move(config), std::move(options)));
+  if (run->options_.store != nullptr) {
+    state::v1::RunMeta meta;
+    meta.set_run_id(run->id_);
+    meta.set_config_json(RunConfigToJson(run->config_));
+    meta.set_created_unix_micros(UnixMicros(run->created_));
+    rocksdb::WriteBatch batch;
+    // Leftovers of an import that never finished (keys without a meta record) must not leak
+    // into the new run.
+    batch.DeleteRange(RunPrefix(run->id_), RunPrefixEnd(run->id_));
+    batch.Put(RunMetaKey(run->id_), meta.SerializeAsString());
+    DOTS_RETURN_IF_ERROR(run->options_.store->Write(std::move(batch)));
+    std::lock_guard<std::mutex> lock(run->mu_);
+    run->store_ = run->options_.store;
   }
+  run->StartPlanner();
   return run;
+}
+
+void Run::StartPlanner() {
+  if (options_.background_planning) planner_ = std::thread([this] { PlannerLoop(); });
 }
 
 Run::Run(std::string id, RunConfig config, Options options, std::shared_ptr<const Adapter> adapter)
@@ -65,6 +91,18 @@ Run::~Run() {
 absl::StatusOr<UpsertResult> Run::UpsertQuestions(std::vector<Question> questions,
                                                   const FloatMatrix& embeddings,
                                                   bool reject_individually) {
+  absl::StatusOr<UpsertResult> result;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    result = UpsertLocked(questions, embeddings, reject_individually);
+  }
+  DOTS_RETURN_IF_ERROR(AwaitDurable());
+  return result;
+}
+
+absl::StatusOr<UpsertResult> Run::UpsertLocked(std::vector<Question>& questions,
+                                               const FloatMatrix& embeddings,
+                                               bool reject_individually) {
   const int64_t n = static_cast<int64_t>(questions.size());
   if (embeddings.rows != 0 && embeddings.rows != n) {
     return absl::InvalidArgumentError(
@@ -74,7 +112,6 @@ absl::StatusOr<UpsertResult> Run::UpsertQuestions(std::vector<Question> question
     return embeddings.rows > 0 ? absl::MakeConstSpan(embeddings.row(i), embeddings.cols)
                                : absl::Span<const float>();
   };
-  std::unique_lock<std::mutex> lock(mu_);
   // Validate before changing anything: a scratch pool checks each question's fields, the
   // uniqueness of keys within the upload and the consistency of its embeddings; then each
   // embedding is checked against the run's dimension.
@@ -98,8 +135,11 @@ absl::StatusOr<UpsertResult> Run::UpsertQuestions(std::vector<Question> question
     if (!reject_individually) return absl::InvalidArgumentError(error);
     result.rejected.push_back({i, questions[i].key, error});
   }
+  std::vector<int64_t> changed;
+  changed.reserve(valid.size());
   for (int64_t i : valid) {
     std::optional<int64_t> existing = pool_.IndexOf(questions[i].key);
+    changed.push_back(existing.value_or(pool_.size()));
     absl::Status s = existing.has_value()
                          ? pool_.Replace(*existing, std::move(questions[i]), embedding(i))
                          : pool_.Add(std::move(questions[i]), embedding(i));
@@ -114,6 +154,9 @@ absl::StatusOr<UpsertResult> Run::UpsertQuestions(std::vector<Question> question
       it = it->second.ready || !it->second.paper_refs.empty() ? std::next(it) : plans_.erase(it);
     }
     changed_.notify_all();
+    RunEvent event;
+    event.mutable_upsert()->set_pool_size(pool_.size());
+    LogLocked(event, PoolRowsLocked(changed));
   }
   return result;
 }
@@ -122,8 +165,14 @@ absl::Status Run::RebuildEstimatorLocked() {
   if (pool_.size() == 0) {
     return absl::FailedPreconditionError("the run's question pool is empty: upload questions");
   }
-  std::vector<QuestionHistory> histories;
-  if (estimator_ != nullptr) histories = estimator_->histories();
+  // The learned state survives the rebuild (and a restart: restored_estimator_).
+  EstimatorState learned;
+  if (estimator_ != nullptr) {
+    learned = estimator_->ExportState();
+  } else if (restored_estimator_.has_value()) {
+    learned = std::move(*restored_estimator_);
+  }
+  restored_estimator_.reset();
   const FloatMatrix* embeddings = nullptr;
   if (config_.estimator.options.mode != EstimatorMode::kHistory && !pool_.has_embeddings()) {
     std::vector<std::string> prompts;
@@ -135,7 +184,7 @@ absl::Status Run::RebuildEstimatorLocked() {
   }
   DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Estimator> rebuilt,
                         Estimator::Create(pool_, adapter_, config_.estimator.options, embeddings));
-  DOTS_RETURN_IF_ERROR(rebuilt->RestoreHistories(histories));
+  DOTS_RETURN_IF_ERROR(rebuilt->RestoreState(std::move(learned)));
   estimator_ = std::move(rebuilt);
   estimator_stale_ = false;
   return absl::OkStatus();
@@ -147,14 +196,21 @@ absl::StatusOr<dots::Estimates> Run::EstimateLocked(absl::Span<const int64_t> re
 }
 
 void Run::ExpireLeasesLocked(absl::Time now) {
+  int64_t expired = 0;
   while (!lease_deadlines_.empty() && lease_deadlines_.begin()->first <= now) {
     const Lease lease = lease_deadlines_.begin()->second;
     lease_deadlines_.erase(lease_deadlines_.begin());
     auto it = leased_.find(lease.question);
     if (it == leased_.end() || it->second != lease.step) continue;  // reported meanwhile
     ++stats_.leases_expired;
+    ++expired;
     SettleLocked(lease.step, lease.question);
     changed_.notify_all();
+  }
+  if (expired > 0) {
+    RunEvent event;
+    event.mutable_expire()->set_now_unix_micros(UnixMicros(now));
+    LogLocked(event);
   }
 }
 
@@ -197,13 +253,13 @@ absl::Status Run::RoundInputsCompleteLocked(int64_t round) {
 }
 
 void Run::IssueLocked(int64_t step, StepRecord& record, int64_t question, ItemRole role,
-                      bool training) {
+                      bool training, absl::Time now) {
   record.position[question] = record.items.size();
   record.items.push_back({question, role, training});
   record.settled.push_back(0);
   ++record.unsettled;
   leased_[question] = step;
-  lease_deadlines_.emplace(options_.clock() + absl::Seconds(config_.lease_timeout_seconds),
+  lease_deadlines_.emplace(now + absl::Seconds(config_.lease_timeout_seconds),
                            Lease{step, question});
 }
 
@@ -232,10 +288,17 @@ absl::Status Run::PlanRoundLocked(int64_t round) {
                                                MixSeed(config_.seed, round, kTagPaperRef)));
       StepRecord& record = paper_ref_steps_[first_step];
       record.round = round;
+      const absl::Time now = options_.clock();
       for (int64_t q : plan.paper_refs) {
-        IssueLocked(first_step, record, q, ItemRole::kReference, /*training=*/false);
+        IssueLocked(first_step, record, q, ItemRole::kReference, /*training=*/false, now);
       }
       plan.paper_refs_unsettled = static_cast<int64_t>(plan.paper_refs.size());
+      RunEvent event;
+      RunEvent::PaperReferences* refs = event.mutable_paper_references();
+      refs->set_round(round);
+      refs->mutable_questions()->Add(plan.paper_refs.begin(), plan.paper_refs.end());
+      refs->set_now_unix_micros(UnixMicros(now));
+      LogLocked(event);
     }
     if (plan.paper_refs_unsettled > 0) return absl::OkStatus();  // phase two waits for reports
     for (int64_t q : plan.paper_refs) excluded[q] = 1;
@@ -284,10 +347,11 @@ absl::Status Run::PlanRoundLocked(int64_t round) {
   ++stats_.rounds_planned;
   stats_.last_planning_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   changed_.notify_all();
+  LogPlanLocked(round);
   return absl::OkStatus();
 }
 
-absl::Status Run::ComposeStepLocked(int64_t step) {
+absl::Status Run::ComposeStepLocked(int64_t step, absl::Time now) {
   const int64_t mu = config_.steps_per_round, round = step / mu, j = step % mu;
   RoundPlan& plan = plans_[round];
   StepRecord& record = steps_[step];
@@ -318,18 +382,46 @@ absl::Status Run::ComposeStepLocked(int64_t step) {
   while (selected > 0 && plan.cursor < plan.candidates.size()) {
     const int64_t q = plan.candidates[plan.cursor++];
     if (leased_.contains(q)) continue;
-    IssueLocked(step, record, q, ItemRole::kFresh, /*training=*/true);
+    IssueLocked(step, record, q, ItemRole::kFresh, /*training=*/true, now);
     last_fresh_step_[q] = step;
     --selected;
   }
   for (int64_t i = ref_begin; i < ref_end; ++i) {
     if (leased_.contains(plan.inline_refs[i])) continue;
-    IssueLocked(step, record, plan.inline_refs[i], ItemRole::kReference, /*training=*/true);
+    IssueLocked(step, record, plan.inline_refs[i], ItemRole::kReference, /*training=*/true, now);
   }
   stats_.replayed_groups += replayed;
   stats_.step = std::max(stats_.step, step);
   stats_.round = std::max(stats_.round, round);
+  RetireLocked();
   return absl::OkStatus();
+}
+
+void Run::RetireLocked() {
+  const int64_t mu = config_.steps_per_round;
+  const int64_t keep_from = (stats_.round - kRetainedRounds) * mu;
+  if (keep_from <= retired_below_) return;
+  // Only whole settled steps go; an unsettled one (and everything after it) waits.
+  int64_t below = retired_below_;
+  while (below < keep_from) {
+    auto it = steps_.find(below);
+    if (it != steps_.end() && it->second.unsettled > 0) break;
+    if (auto ref = paper_ref_steps_.find(below);
+        ref != paper_ref_steps_.end() && ref->second.unsettled > 0) {
+      break;
+    }
+    ++below;
+  }
+  if (below == retired_below_) return;
+  steps_.erase(steps_.begin(), steps_.lower_bound(below));
+  paper_ref_steps_.erase(paper_ref_steps_.begin(), paper_ref_steps_.lower_bound(below));
+  reported_.erase(reported_.begin(), reported_.lower_bound({below, INT64_MIN}));
+  // Plans of rounds whose steps are all gone, except the newest planned one.
+  const int64_t first_kept_round = below / mu;
+  for (auto it = plans_.begin(); it != plans_.end() && it->first < first_kept_round - 1;) {
+    it = plans_.erase(it);
+  }
+  retired_below_ = below;
 }
 
 BatchSlice Run::SliceLocked(int64_t step, const StepRecord& record, bool reference_batch, int rank,
@@ -354,6 +446,19 @@ BatchSlice Run::SliceLocked(int64_t step, const StepRecord& record, bool referen
 
 absl::StatusOr<BatchSlice> Run::NextBatch(int64_t step, int rank, int world_size,
                                           int64_t policy_version, absl::Time deadline) {
+  absl::StatusOr<BatchSlice> slice;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    slice = NextBatchLocked(lock, step, rank, world_size, policy_version, deadline);
+  }
+  // Also when the step was composed by another caller: nothing is returned before it is durable.
+  DOTS_RETURN_IF_ERROR(AwaitDurable());
+  return slice;
+}
+
+absl::StatusOr<BatchSlice> Run::NextBatchLocked(std::unique_lock<std::mutex>& lock, int64_t step,
+                                                int rank, int world_size, int64_t policy_version,
+                                                absl::Time deadline) {
   if (step < 0) return absl::InvalidArgumentError(absl::StrFormat("step: %d < 0", step));
   if (world_size < 1) {
     return absl::InvalidArgumentError(absl::StrFormat("world_size: %d < 1", world_size));
@@ -366,10 +471,14 @@ absl::StatusOr<BatchSlice> Run::NextBatch(int64_t step, int rank, int world_size
     return absl::InvalidArgumentError(absl::StrFormat("policy_version: %d < 0", policy_version));
   }
   const int64_t mu = config_.steps_per_round, round = step / mu;
-  std::unique_lock<std::mutex> lock(mu_);
   ExpireLeasesLocked(options_.clock());
   if (auto it = steps_.find(step); it != steps_.end()) {
     return SliceLocked(step, it->second, false, rank, world_size);
+  }
+  if (step < retired_below_) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "step %d was retired: a run keeps the batches of its last %d rounds (steps >= %d)", step,
+        kRetainedRounds, retired_below_));
   }
   if (step > last_reported_step_ + mu) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -377,7 +486,12 @@ absl::StatusOr<BatchSlice> Run::NextBatch(int64_t step, int rank, int world_size
         "the rollouts of earlier steps first",
         step, mu, last_reported_step_));
   }
-  max_policy_version_ = std::max(max_policy_version_, policy_version);
+  if (policy_version > max_policy_version_) {
+    max_policy_version_ = policy_version;
+    RunEvent event;
+    event.set_policy_version(policy_version);
+    LogLocked(event);
+  }
   while (true) {
     ExpireLeasesLocked(options_.clock());
     // Another caller may have composed the step while this one waited.
@@ -395,7 +509,14 @@ absl::StatusOr<BatchSlice> Run::NextBatch(int64_t step, int rank, int world_size
           step, round, plan->paper_refs_unsettled, plan->paper_refs.size(), round * mu));
     }
     if (plan != nullptr && plan->ready) {
-      DOTS_RETURN_IF_ERROR(ComposeStepLocked(step));
+      const absl::Time now = options_.clock();
+      DOTS_RETURN_IF_ERROR(ComposeStepLocked(step, now));
+      RunEvent event;
+      RunEvent::Compose* compose = event.mutable_compose();
+      compose->set_step(step);
+      compose->set_now_unix_micros(UnixMicros(now));
+      compose->set_items(static_cast<int64_t>(steps_[step].items.size()));
+      LogLocked(event);
       return SliceLocked(step, steps_[step], false, rank, world_size);
     }
     absl::Status inputs = RoundInputsCompleteLocked(round);
@@ -424,11 +545,36 @@ absl::StatusOr<BatchSlice> Run::NextBatch(int64_t step, int rank, int world_size
 
 absl::StatusOr<ReportResult> Run::ReportRollouts(int64_t step, std::vector<RolloutReport> groups) {
   if (step < 0) return absl::InvalidArgumentError(absl::StrFormat("step: %d < 0", step));
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::StatusOr<ReportResult> result;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    result = ReportLocked(step, groups);
+  }
+  DOTS_RETURN_IF_ERROR(AwaitDurable());
+  return result;
+}
+
+bool Run::FindIssuedLocked(int64_t step, int64_t question, StepRecord** record, size_t* pos) {
+  *record = nullptr;
+  for (auto* records : {&steps_, &paper_ref_steps_}) {
+    auto it = records->find(step);
+    if (it == records->end()) continue;
+    if (auto p = it->second.position.find(question); p != it->second.position.end()) {
+      *record = &it->second;
+      *pos = p->second;
+    }
+  }
+  return *record != nullptr;
+}
+
+absl::StatusOr<ReportResult> Run::ReportLocked(int64_t step, std::vector<RolloutReport>& groups) {
   ExpireLeasesLocked(options_.clock());
   ReportResult result;
-  auto training = steps_.find(step);
-  auto reference = paper_ref_steps_.find(step);
+  RunEvent event;
+  RunEvent::Report* logged = event.mutable_report();
+  logged->set_step(step);
+  const int64_t rejected_before = stats_.rejected_reports;
+  const int64_t duplicates_before = stats_.duplicate_reports;
   for (RolloutReport& g : groups) {
     auto reject = [&](const std::string& why) {
       result.rejected.emplace_back(g.key, why);
@@ -441,16 +587,13 @@ absl::StatusOr<ReportResult> Run::ReportRollouts(int64_t step, std::vector<Rollo
     }
     StepRecord* record = nullptr;
     size_t pos = 0;
-    for (StepRecord* candidate :
-         {training != steps_.end() ? &training->second : nullptr,
-          reference != paper_ref_steps_.end() ? &reference->second : nullptr}) {
-      if (candidate == nullptr) continue;
-      if (auto p = candidate->position.find(*q); p != candidate->position.end()) {
-        record = candidate;
-        pos = p->second;
-      }
+    if (step < retired_below_) {
+      reject(absl::StrFormat(
+          "step: %d was retired (a run keeps the batches of its last %d rounds, steps >= %d)", step,
+          kRetainedRounds, retired_below_));
+      continue;
     }
-    if (record == nullptr) {
+    if (!FindIssuedLocked(step, *q, &record, &pos)) {
       reject(absl::StrFormat("key: not handed out at step %d", step));
       continue;
     }
@@ -459,12 +602,8 @@ absl::StatusOr<ReportResult> Run::ReportRollouts(int64_t step, std::vector<Rollo
                              config_.group_size));
       continue;
     }
-    double sum = 0;
     bool bad = false;
-    for (float r : g.rewards) {
-      bad |= !(r >= 0 && r <= 1);
-      sum += r;
-    }
+    for (float r : g.rewards) bad |= !(r >= 0 && r <= 1);
     if (bad) {
       reject("rewards: every reward must be a number in [0, 1]");
       continue;
@@ -487,46 +626,69 @@ absl::StatusOr<ReportResult> Run::ReportRollouts(int64_t step, std::vector<Rollo
       ++stats_.duplicate_reports;
       continue;
     }
-    if (estimator_ == nullptr) DOTS_RETURN_IF_ERROR(RebuildEstimatorLocked());
-    DOTS_RETURN_IF_ERROR(estimator_->Observe(*q, sum, config_.group_size, g.policy_version));
-    SettleLocked(step, *q);
-    const IssuedItem& item = record->items[pos];
-    const double mean = sum / config_.group_size;
-    if (item.role == ItemRole::kFresh) {
-      auto plan = plans_.find(record->round);
-      if (plan != plans_.end() && *q < static_cast<int64_t>(plan->second.p_hat.size())) {
-        result.fresh_abs_errors.push_back(std::abs(plan->second.p_hat[*q] - mean));
-      }
+    if (store_ != nullptr) {
+      state::v1::ReplayGroupRecord* r = logged->add_groups();
+      r->set_key(g.key);
+      r->set_policy_version(g.policy_version);
+      r->mutable_rewards()->Add(g.rewards.begin(), g.rewards.end());
+      r->set_payload(g.payload);
     }
-    ++result.accepted;
-    ++stats_.reported_groups;
-    ++record->reported;
-    if (mean > 0 && mean < 1) {
-      ++record->effective;
-      ++stats_.effective_groups;
-    } else {
-      ++(mean >= 1 ? stats_.solve_all_groups : stats_.solve_none_groups);
-    }
-    max_policy_version_ = std::max(max_policy_version_, g.policy_version);
-    last_reported_step_ = std::max(last_reported_step_, step);
-    if (item.training && config_.replay_enabled) {
-      ReplayGroup group;
-      group.key = g.key;
-      group.question = *q;
-      group.step = step;
-      group.policy_version = g.policy_version;
-      group.rewards = std::move(g.rewards);
-      group.payload = std::move(g.payload);
-      DOTS_RETURN_IF_ERROR(replay_.Insert(std::move(group)).status());
-    }
+    DOTS_RETURN_IF_ERROR(ApplyReportLocked(step, *q, *record, pos, std::move(g), &result));
+  }
+  logged->set_rejected(stats_.rejected_reports - rejected_before);
+  logged->set_duplicates(stats_.duplicate_reports - duplicates_before);
+  if (logged->groups_size() > 0 || logged->rejected() > 0 || logged->duplicates() > 0) {
+    LogLocked(event);
   }
   if (result.accepted > 0) changed_.notify_all();
   return result;
 }
 
+absl::Status Run::ApplyReportLocked(int64_t step, int64_t q, StepRecord& record, size_t pos,
+                                    RolloutReport g, ReportResult* result) {
+  double sum = 0;
+  for (float r : g.rewards) sum += r;
+  // A replayed report can precede the rebuild that planning did live after the pool grew.
+  if (estimator_ == nullptr || q >= estimator_->size()) {
+    DOTS_RETURN_IF_ERROR(RebuildEstimatorLocked());
+  }
+  DOTS_RETURN_IF_ERROR(estimator_->Observe(q, sum, config_.group_size, g.policy_version));
+  SettleLocked(step, q);
+  const IssuedItem& item = record.items[pos];
+  const double mean = sum / config_.group_size;
+  if (item.role == ItemRole::kFresh) {
+    auto plan = plans_.find(record.round);
+    if (plan != plans_.end() && q < static_cast<int64_t>(plan->second.p_hat.size())) {
+      result->fresh_abs_errors.push_back(std::abs(plan->second.p_hat[q] - mean));
+    }
+  }
+  ++result->accepted;
+  ++stats_.reported_groups;
+  ++record.reported;
+  if (mean > 0 && mean < 1) {
+    ++record.effective;
+    ++stats_.effective_groups;
+  } else {
+    ++(mean >= 1 ? stats_.solve_all_groups : stats_.solve_none_groups);
+  }
+  max_policy_version_ = std::max(max_policy_version_, g.policy_version);
+  last_reported_step_ = std::max(last_reported_step_, step);
+  if (item.training && config_.replay_enabled) {
+    ReplayGroup group;
+    group.key = std::move(g.key);
+    group.question = q;
+    group.step = step;
+    group.policy_version = g.policy_version;
+    group.rewards = std::move(g.rewards);
+    group.payload = std::move(g.payload);
+    DOTS_RETURN_IF_ERROR(replay_.Insert(std::move(group)).status());
+  }
+  return absl::OkStatus();
+}
+
 bool Run::WantPlanningLocked() {
   // The lowest round not planned yet whose inputs are complete.
-  int64_t round = 0;
+  int64_t round = plans_.empty() ? 0 : plans_.begin()->first;
   while (plans_.contains(round) && plans_[round].ready) ++round;
   if (plans_.contains(round) && !plans_[round].paper_refs.empty() &&
       plans_[round].paper_refs_unsettled > 0) {
@@ -540,7 +702,7 @@ void Run::PlannerLoop() {
   while (!shutdown_) {
     ExpireLeasesLocked(options_.clock());
     if (WantPlanningLocked()) {
-      int64_t round = 0;
+      int64_t round = plans_.empty() ? 0 : plans_.begin()->first;
       while (plans_.contains(round) && plans_[round].ready) ++round;
       planning_error_ = PlanRoundLocked(round);
       if (!planning_error_.ok()) {
@@ -578,7 +740,11 @@ absl::StatusOr<std::vector<QuestionEstimate>> Run::GetEstimates(
     const std::vector<std::string>& keys) {
   std::unique_lock<std::mutex> lock(mu_);
   if (static_cast<int64_t>(latest_p_hat_.size()) != pool_.size() && pool_.size() > 0) {
+    // A read: the estimator's recalibration bookkeeping must not change (it is not logged).
+    if (estimator_ == nullptr || estimator_stale_) DOTS_RETURN_IF_ERROR(RebuildEstimatorLocked());
+    EstimatorState saved = estimator_->ExportState();
     DOTS_ASSIGN_OR_RETURN(dots::Estimates est, EstimateLocked({}));
+    DOTS_RETURN_IF_ERROR(estimator_->RestoreState(std::move(saved)));
     latest_p_hat_ = std::move(est.p_hat);
   }
   std::vector<int64_t> indices;
@@ -592,15 +758,20 @@ absl::StatusOr<std::vector<QuestionEstimate>> Run::GetEstimates(
     }
     indices.push_back(*q);
   }
+  // After a restart the learned state waits in restored_estimator_ until the estimator is built.
+  const std::vector<QuestionHistory>* histories = estimator_ != nullptr ? &estimator_->histories()
+                                                  : restored_estimator_.has_value()
+                                                      ? &restored_estimator_->histories
+                                                      : nullptr;
   std::vector<QuestionEstimate> out;
   out.reserve(indices.size());
   for (int64_t q : indices) {
     QuestionEstimate e;
     e.key = pool_.question(q).key;
     e.p_hat = latest_p_hat_[q];
-    if (estimator_ != nullptr && q < estimator_->size()) {
-      e.observations = estimator_->observations(q);
-      e.last_policy_version = estimator_->last_policy_version(q);
+    if (histories != nullptr && q < static_cast<int64_t>(histories->size())) {
+      e.observations = (*histories)[q].observations;
+      e.last_policy_version = (*histories)[q].last_version;
     }
     out.push_back(std::move(e));
   }

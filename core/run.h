@@ -19,11 +19,26 @@
 // reported, and other steps of the round fail with FAILED_PRECONDITION meanwhile; none —
 // history and priors only.
 //
+// Durability (Options::store set): every change is recorded as an event in the state store
+// (core/state_store.h) in the order the run applies it, and a method that changed something, or
+// that returns a batch, returns only once its events are durable, so nothing a caller saw can be
+// lost. Run::Open rebuilds a run from its snapshot plus the events after it; a snapshot is
+// written whenever the events since the last one outgrow it (at least 64 MiB), so a restart
+// replays a bounded tail. If a write fails the call returns UNAVAILABLE and the run marks itself
+// broken(): its owner reopens it from the store, which holds exactly what was acknowledged.
+//
+// Retention: step records (batches, with their replay payloads) and plans of rounds more than
+// kRetainedRounds behind the newest issued step are dropped once settled, which bounds memory
+// and snapshots in long runs; NextBatch of such a step is FAILED_PRECONDITION and a late
+// report for it is rejected.
+//
 // Thread safety: every public method is thread-safe (one mutex per run). NextBatch may block up
-// to its deadline waiting for a plan; nothing else blocks on other callers beyond the mutex.
+// to its deadline waiting for a plan; nothing else blocks on other callers beyond the mutex and
+// the durable write.
 #ifndef DOTS_CORE_RUN_H_
 #define DOTS_CORE_RUN_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -45,8 +60,14 @@
 #include "core/pool.h"
 #include "core/replay_store.h"
 #include "core/run_config.h"
+#include "core/state_store.h"
 
 namespace dots {
+namespace state::v1 {
+class RoundPlanRecord;
+class RunEvent;
+class RunSnapshot;
+}  // namespace state::v1
 
 enum class ItemRole { kFresh, kReference };
 std::string_view ItemRoleName(ItemRole role);  // "fresh" | "reference"
@@ -133,20 +154,40 @@ class Run {
     // Plan rounds on a background thread (default); false plans synchronously inside the call
     // that needs the plan, which makes tests independent of thread scheduling.
     bool background_planning = true;
+    // Where the run's state is kept; null keeps it in memory only. Must outlive the run.
+    StateStore* store = nullptr;
   };
 
+  // Rounds of step records and plans kept behind the newest issued step (see Retention).
+  static constexpr int64_t kRetainedRounds = 8;
+
   // Validates the config (INVALID_ARGUMENT naming the key) and loads an adapter if configured.
+  // With a store, the run's meta record is written durably first (UNAVAILABLE if that fails).
   static absl::StatusOr<std::unique_ptr<Run>> Create(std::string id, RunConfig config,
                                                      Options options);
   static absl::StatusOr<std::unique_ptr<Run>> Create(std::string id, RunConfig config) {
     return Create(std::move(id), std::move(config), Options());
   }
+  // Rebuilds run `id` from `options.store` (required): meta, pool, snapshot, then the events
+  // after it, in order. Errors: NOT_FOUND without a meta record; DATA_LOSS naming the key for a
+  // record that does not parse or an event that does not replay. Cost: O(pool * dim + snapshot +
+  // events); blocks on disk. Reads only; never deletes anything.
+  static absl::StatusOr<std::unique_ptr<Run>> Open(const std::string& id, Options options);
+
   ~Run();  // stops the planner thread; blocks until it exits
   Run(const Run&) = delete;
   Run& operator=(const Run&) = delete;
 
   const std::string& id() const { return id_; }
   const RunConfig& config() const { return config_; }
+  absl::Time created() const { return created_; }
+  // True after a durable write failed: the in-memory state may hold a change the store does not,
+  // so the owner must reopen the run (Run::Open) before serving it again.
+  bool broken() const { return broken_.load(std::memory_order_acquire); }
+  // Stops writing to the store (the run is being deleted); later changes stay in memory only.
+  void DetachFromStore() ABSL_LOCKS_EXCLUDED(mu_);
+  // Writes a snapshot now and drops the events it covers, durably. No-op without a store.
+  absl::Status Checkpoint() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Adds new questions and replaces existing ones (same key). `embeddings` is empty or one row
   // per question. An invalid question (duplicate key in the upload, dimension mismatch, NaN,
@@ -214,6 +255,51 @@ class Run {
   };
 
   Run(std::string id, RunConfig config, Options options, std::shared_ptr<const Adapter> adapter);
+  // Validates the config, loads the adapter, constructs; no store access, no planner.
+  static absl::StatusOr<std::unique_ptr<Run>> Build(std::string id, RunConfig config,
+                                                    Options options);
+
+  // The methods' bodies; the public wrappers add the wait for durability.
+  absl::StatusOr<UpsertResult> UpsertLocked(std::vector<Question>& questions,
+                                            const FloatMatrix& embeddings, bool reject_individually)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<BatchSlice> NextBatchLocked(std::unique_lock<std::mutex>& lock, int64_t step,
+                                             int rank, int world_size, int64_t policy_version,
+                                             absl::Time deadline)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<ReportResult> ReportLocked(int64_t step, std::vector<RolloutReport>& groups)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The record and position of `question` handed out at `step`, or false.
+  bool FindIssuedLocked(int64_t step, int64_t question, StepRecord** record, size_t* pos)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies one validated, non-duplicate report (live and replayed).
+  absl::Status ApplyReportLocked(int64_t step, int64_t q, StepRecord& record, size_t pos,
+                                 RolloutReport group, ReportResult* result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops settled step records and plans older than kRetainedRounds rounds.
+  void RetireLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Persistence (core/run_persist.cc). LogLocked records an event (and `extra` writes, e.g. pool
+  // rows) in the store's queue; AwaitDurable waits until everything logged so far is durable.
+  void LogLocked(state::v1::RunEvent& event, std::vector<rocksdb::WriteBatch> extra = {})
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AwaitDurable() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status ApplyEventLocked(const state::v1::RunEvent& event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FillSnapshotLocked(state::v1::RunSnapshot* snapshot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RestoreSnapshotLocked(const state::v1::RunSnapshot& snapshot)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SnapshotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records round `round`'s freshly made plan (its result, so replay need not recompute it).
+  void LogPlanLocked(int64_t round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void PlanToRecord(int64_t round, const RoundPlan& plan, state::v1::RoundPlanRecord* r);
+  // Restores a recorded plan into plans_; DATA_LOSS for questions outside the pool.
+  absl::Status PlanFromRecordLocked(const state::v1::RoundPlanRecord& r)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<rocksdb::WriteBatch> PoolRowsLocked(const std::vector<int64_t>& indices)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartPlanner();
 
   void PlannerLoop() ABSL_LOCKS_EXCLUDED(mu_);
   // Expires leases whose deadline passed. O(expired * log leases).
@@ -226,9 +312,9 @@ class Run {
   absl::Status RebuildEstimatorLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<dots::Estimates> EstimateLocked(absl::Span<const int64_t> refs)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status ComposeStepLocked(int64_t step) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void IssueLocked(int64_t step, StepRecord& record, int64_t question, ItemRole role, bool training)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ComposeStepLocked(int64_t step, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void IssueLocked(int64_t step, StepRecord& record, int64_t question, ItemRole role, bool training,
+                   absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   BatchSlice SliceLocked(int64_t step, const StepRecord& record, bool reference_batch, int rank,
                          int world_size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool WantPlanningLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -237,6 +323,8 @@ class Run {
   const RunConfig config_;
   const Options options_;
   const std::shared_ptr<const Adapter> adapter_;
+  absl::Time created_ = absl::Now();
+  std::atomic<bool> broken_{false};
 
   // std::mutex rather than absl::Mutex: Debian's Abseil is not built with ThreadSanitizer
   // annotations, so TSan could not see absl::Mutex's happens-before edges, while it intercepts
@@ -261,6 +349,16 @@ class Run {
   int64_t last_reported_step_ ABSL_GUARDED_BY(mu_) = -1;
   int64_t max_policy_version_ ABSL_GUARDED_BY(mu_) = 0;
   RunStats stats_ ABSL_GUARDED_BY(mu_);
+  int64_t retired_below_ ABSL_GUARDED_BY(mu_) = 0;  // steps below this were retired
+  // Persistence.
+  StateStore* store_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool replaying_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t last_event_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t last_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t log_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // events since the last snapshot
+  int64_t snapshot_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Estimator state read from a snapshot, applied when the estimator is next built.
+  std::optional<EstimatorState> restored_estimator_ ABSL_GUARDED_BY(mu_);
   std::thread planner_;  // started in Create when background planning is on
 };
 

@@ -1,5 +1,6 @@
 #include "core/run_registry.h"
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/status_macros.h"
 
@@ -31,7 +32,8 @@ absl::StatusOr<RunEntry> RunRegistry::Create(const std::string& id, RunConfig co
   }
   // Built outside the lock (it may load an adapter file); the insert re-checks the id.
   DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Run> run, Run::Create(id, std::move(config), run_options_));
-  RunEntry entry{std::shared_ptr<Run>(std::move(run)), absl::Now()};
+  const absl::Time created = run->created();
+  RunEntry entry{std::shared_ptr<Run>(std::move(run)), created};
   std::lock_guard<std::mutex> lock(mu_);
   if (!runs_.emplace(id, entry).second) {
     return absl::AlreadyExistsError(absl::StrFormat("run_id: run \"%s\" already exists", id));
@@ -40,12 +42,86 @@ absl::StatusOr<RunEntry> RunRegistry::Create(const std::string& id, RunConfig co
 }
 
 absl::StatusOr<RunEntry> RunRegistry::Get(std::string_view id) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = runs_.find(id);
-  if (it == runs_.end()) {
-    return absl::NotFoundError(absl::StrFormat("run_id: no run \"%s\"", std::string(id)));
+  RunEntry entry;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = runs_.find(id);
+    if (it == runs_.end()) {
+      return absl::NotFoundError(absl::StrFormat("run_id: no run \"%s\"", std::string(id)));
+    }
+    entry = it->second;
   }
-  return it->second;
+  if (!entry.run->broken()) return entry;
+  // A durable write of this run failed: its memory may hold what the store does not. Reopen it
+  // from the store, which holds exactly what was acknowledged.
+  std::lock_guard<std::mutex> reopen(reopen_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = runs_.find(id);
+    if (it == runs_.end()) {
+      return absl::NotFoundError(absl::StrFormat("run_id: no run \"%s\"", std::string(id)));
+    }
+    if (!it->second.run->broken()) return it->second;  // reopened meanwhile
+    entry = it->second;
+  }
+  entry.run->DetachFromStore();
+  absl::StatusOr<std::unique_ptr<Run>> reopened = Run::Open(std::string(id), run_options_);
+  if (!reopened.ok()) {
+    return absl::UnavailableError(absl::StrCat("run \"", std::string(id),
+                                               "\" cannot be reopened from the state directory "
+                                               "after a failed write: ",
+                                               reopened.status().message()));
+  }
+  RunEntry fresh{std::shared_ptr<Run>(*std::move(reopened)), entry.created};
+  std::lock_guard<std::mutex> lock(mu_);
+  runs_[std::string(id)] = fresh;
+  return fresh;
+}
+
+absl::Status RunRegistry::Load(
+    const std::function<void(int64_t, int64_t, const std::string&)>& progress) {
+  StateStore* store = run_options_.store;
+  if (store == nullptr) return absl::OkStatus();
+  DOTS_ASSIGN_OR_RETURN(std::vector<std::string> ids, store->ListRuns());
+  int64_t done = 0;
+  for (const std::string& id : ids) {
+    absl::StatusOr<std::unique_ptr<Run>> run = Run::Open(id, run_options_);
+    if (absl::IsNotFound(run.status())) {
+      // Keys without a meta record: an import that did not finish. Not a run; left in place.
+      ++done;
+      continue;
+    }
+    if (!run.ok()) {
+      return absl::Status(run.status().code(),
+                          absl::StrCat("opening run \"", id, "\" from ", store->dir(), ": ",
+                                       run.status().message()));
+    }
+    const absl::Time created = (*run)->created();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      runs_[id] = RunEntry{std::shared_ptr<Run>(*std::move(run)), created};
+    }
+    ++done;
+    if (progress) progress(done, static_cast<int64_t>(ids.size()), id);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RunEntry> RunRegistry::Adopt(const std::string& id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (runs_.contains(id)) {
+      return absl::AlreadyExistsError(absl::StrFormat("run_id: run \"%s\" already exists", id));
+    }
+  }
+  DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Run> run, Run::Open(id, run_options_));
+  const absl::Time created = run->created();
+  RunEntry entry{std::shared_ptr<Run>(std::move(run)), created};
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!runs_.emplace(id, entry).second) {
+    return absl::AlreadyExistsError(absl::StrFormat("run_id: run \"%s\" already exists", id));
+  }
+  return entry;
 }
 
 std::vector<std::pair<std::string, RunEntry>> RunRegistry::List() const {
@@ -64,6 +140,8 @@ absl::Status RunRegistry::Delete(std::string_view id) {
     doomed = std::move(it->second.run);
     runs_.erase(it);
   }
+  doomed->DetachFromStore();
+  if (run_options_.store != nullptr) return run_options_.store->DeleteRun(id);
   return absl::OkStatus();
 }
 

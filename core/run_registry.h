@@ -5,6 +5,7 @@
 #define DOTS_CORE_RUN_REGISTRY_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -25,10 +26,23 @@ struct RunEntry {
   absl::Time created;
 };
 
+// With a state store (run_options.store), creation and deletion are durable, Load() brings
+// back every stored run after a restart, and a run whose durable write failed (Run::broken) is
+// reopened from the store by the next Get, so it serves exactly what was acknowledged.
 class RunRegistry {
  public:
   explicit RunRegistry(Run::Options run_options = Run::Options())
       : run_options_(std::move(run_options)) {}
+
+  // Opens every run of the store (Run::Open), calling `progress(done, total, id)` after each.
+  // Fails on the first run that does not open, naming it (nothing is deleted). Without a store:
+  // OK, nothing to load. Blocks on disk: O(total stored state).
+  absl::Status Load(const std::function<void(int64_t, int64_t, const std::string&)>& progress =
+                        nullptr) ABSL_LOCKS_EXCLUDED(mu_);
+  // Registers a run already written to the store under `id` (an import), opening it.
+  // ALREADY_EXISTS if the id is taken in memory.
+  absl::StatusOr<RunEntry> Adopt(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
+  StateStore* store() const { return run_options_.store; }
 
   // Checks a run id: 1 to 128 characters of [A-Za-z0-9._-]. INVALID_ARGUMENT naming run_id.
   static absl::Status ValidateRunId(std::string_view id);
@@ -36,18 +50,21 @@ class RunRegistry {
   // Creates a run. Errors: INVALID_ARGUMENT (id or config, naming the key), ALREADY_EXISTS.
   // O(config) plus loading an adapter file if the config names one.
   absl::StatusOr<RunEntry> Create(const std::string& id, RunConfig config) ABSL_LOCKS_EXCLUDED(mu_);
-  // NOT_FOUND naming the run. O(log runs).
-  absl::StatusOr<RunEntry> Get(std::string_view id) const ABSL_LOCKS_EXCLUDED(mu_);
+  // NOT_FOUND naming the run. O(log runs); reopens a broken run from the store first
+  // (UNAVAILABLE if that fails).
+  absl::StatusOr<RunEntry> Get(std::string_view id) const ABSL_LOCKS_EXCLUDED(mu_, reopen_mu_);
   // Every run, ordered by id. O(runs).
   std::vector<std::pair<std::string, RunEntry>> List() const ABSL_LOCKS_EXCLUDED(mu_);
-  // Removes a run; in-flight calls holding it finish on their own reference. NOT_FOUND.
+  // Removes a run and, durably, all its stored state; in-flight calls holding it finish on
+  // their own reference without writing to the store. NOT_FOUND.
   absl::Status Delete(std::string_view id) ABSL_LOCKS_EXCLUDED(mu_);
   int64_t size() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   const Run::Options run_options_;
-  mutable std::mutex mu_;  // std::mutex: visible to ThreadSanitizer (see core/run.h)
-  std::map<std::string, RunEntry, std::less<>> runs_ ABSL_GUARDED_BY(mu_);
+  mutable std::mutex reopen_mu_;  // one reopen at a time; never held with mu_ held
+  mutable std::mutex mu_;         // std::mutex: visible to ThreadSanitizer (see core/run.h)
+  mutable std::map<std::string, RunEntry, std::less<>> runs_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace dots

@@ -30,8 +30,14 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "printed as 'dots-server listening on HOST:PORT'. Use 0.0.0.0:PORT to listen on every "
           "interface.");
 ABSL_FLAG(std::string, state_dir, "./dots-state",
-          "Directory for durable state. Accepted but not used yet: this version keeps runs in "
-          "memory only, and they are lost when the process exits.");
+          "Directory of the durable state (an embedded RocksDB; created when missing). Every run "
+          "is kept there and restored at start; an acknowledged change survives a crash. A "
+          "directory written by an incompatible dots-server version is refused, never changed. "
+          "Empty keeps runs in memory only (lost at exit).");
+ABSL_FLAG(std::string, sync, "group",
+          "When a change is acknowledged: 'always' fsyncs every change on its own; 'group' lets "
+          "concurrent changes share one fsync (group commit). Both are durable before the "
+          "reply.");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
           "Prometheus /metrics listen address, host:port (port 0 picks a free port; the bound "
           "address is printed as 'dots-server metrics on HOST:PORT'). Empty serves no metrics.");
@@ -96,6 +102,16 @@ int main(int argc, char** argv) {
   dots::Server::Options options;
   options.listen_address = absl::GetFlag(FLAGS_listen);
   options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  absl::StatusOr<dots::SyncMode> sync = dots::ParseSyncMode(absl::GetFlag(FLAGS_sync));
+  if (!sync.ok()) {
+    std::fprintf(stderr, "dots-server: --%s\n", std::string(sync.status().message()).c_str());
+    return 2;
+  }
+  options.sync = *sync;
+  options.restore_progress = [](int64_t done, int64_t total, const std::string& id) {
+    std::fprintf(stderr, "dots-server: restored run %s (%lld of %lld)\n", id.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total));
+  };
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.default_chunk_bytes = absl::GetFlag(FLAGS_default_chunk_bytes);

@@ -53,7 +53,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   DOTS_RETURN_IF_ERROR(options.Validate());
   std::unique_ptr<Server> server(new Server(std::move(options)));
   const Options& o = server->options_;
-  server->registry_ = std::make_unique<RunRegistry>(o.run_options);
+  Run::Options run_options = o.run_options;
+  if (!o.state_dir.empty()) {
+    DOTS_ASSIGN_OR_RETURN(server->store_, StateStore::Open(o.state_dir, o.sync));
+    run_options.store = server->store_.get();
+  }
+  server->registry_ = std::make_unique<RunRegistry>(run_options);
   DOTS_ASSIGN_OR_RETURN(server->metrics_, Metrics::Create(o.metrics_listen));
   // Per-run metrics are read from the runs at every scrape; deleted runs drop out.
   server->metrics_->SetRunSource([registry = server->registry_.get()] {
@@ -122,13 +127,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
                          ? listen
                          : absl::StrCat(listen.substr(0, colon), ":", server->port_);
 
-  // NOT_SERVING until ready. Nothing is restored yet (state_dir is unused), so "ready" follows
-  // at once; with durable state the restore goes between these two steps.
+  // NOT_SERVING (and every Dots call UNAVAILABLE) while the runs are restored.
   grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
   const std::string service_name = v1::Dots::service_full_name();
   if (health != nullptr) {
     health->SetServingStatus(false);
     health->SetServingStatus(service_name, false);
+  }
+  if (absl::Status loaded = server->registry_->Load(o.restore_progress); !loaded.ok()) {
+    server->server_->Shutdown();
+    server->calls_->Shutdown();
+    server->waits_->Shutdown();
+    return loaded;
   }
   server->service_->SetState(DotsService::State::kServing);
   if (health != nullptr) {

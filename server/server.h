@@ -13,6 +13,7 @@
 #define DOTS_SERVER_SERVER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -22,6 +23,7 @@
 #include "absl/time/time.h"
 #include "core/run.h"
 #include "core/run_registry.h"
+#include "core/state_store.h"
 #include "grpcpp/server.h"
 #include "server/executor.h"
 #include "server/metrics.h"
@@ -34,8 +36,12 @@ class Server {
   struct Options {
     // host:port to listen on; port 0 picks a free one (see address()).
     std::string listen_address = "127.0.0.1:50051";
-    // Where durable state will live (DESIGN §4). Accepted but not used yet: runs are in memory.
-    std::string state_dir = "./dots-state";
+    // The state directory (core/state_store.h): every run is durable there and restored from it
+    // at start. Empty keeps runs in memory only (tests; dots-server's flag defaults to
+    // ./dots-state).
+    std::string state_dir;
+    // kAlways: one fsync per change; kGroup: concurrent changes share fsyncs.
+    SyncMode sync = SyncMode::kGroup;
     // Send and receive limit of every message, in bytes. gRPC's default receive limit is 4 MiB;
     // large data travels in chunks below it, so there is no need to raise it.
     int64_t max_message_bytes = 4LL << 20;
@@ -57,6 +63,8 @@ class Server {
     std::string metrics_listen;
     // Registers grpc.reflection.v1alpha.ServerReflection (process-wide once enabled).
     bool enable_reflection = true;
+    // Called after each run restored at start: (done, total, run id).
+    std::function<void(int64_t, int64_t, const std::string&)> restore_progress;
     // Passed to every run (tests substitute a fake clock).
     Run::Options run_options;
 
@@ -78,6 +86,7 @@ class Server {
   const std::string& address() const { return address_; }
   int port() const { return port_; }
   RunRegistry& registry() { return *registry_; }
+  StateStore* store() { return store_.get(); }
   Metrics& metrics() { return *metrics_; }
   // The bound /metrics port, 0 when metrics_listen is empty.
   int metrics_port() const { return metrics_->port(); }
@@ -99,6 +108,7 @@ class Server {
   explicit Server(Options options);
 
   const Options options_;
+  std::unique_ptr<StateStore> store_;  // declared first: destroyed after the runs using it
   std::unique_ptr<RunRegistry> registry_;
   // After registry_ (its RunSource reads the registry) and before the gRPC server and the
   // service (their interceptor and hooks call it), so it is destroyed between them.

@@ -18,23 +18,26 @@
 #include "server/service_internal.h"
 
 namespace dots {
+
+void service_internal::FillRunInfo(const std::string& id, const RunEntry& entry,
+                                   v1::RunInfo* info) {
+  info->set_run_id(id);
+  info->set_config_json(RunConfigToJson(entry.run->config()));
+  info->set_pool_size(entry.run->Stats().pool_size);
+  info->set_created_unix_seconds(absl::ToUnixSeconds(entry.created));
+}
+
 namespace {
 
 using service_internal::Cancelled;
 using service_internal::ClientStreamReactor;
+using service_internal::FillRunInfo;
 using service_internal::LookUpRun;
 using service_internal::Unavailable;
 using service_internal::ValidateRunIdField;
 
 constexpr int32_t kDefaultPageSize = 1000;
 constexpr int32_t kMaxPageSize = 10000;
-
-void FillRunInfo(const std::string& id, const RunEntry& entry, v1::RunInfo* info) {
-  info->set_run_id(id);
-  info->set_config_json(RunConfigToJson(entry.run->config()));
-  info->set_pool_size(entry.run->Stats().pool_size);
-  info->set_created_unix_seconds(absl::ToUnixSeconds(entry.created));
-}
 
 void FillRunStats(const RunStats& s, v1::RunStats* out) {
   out->set_step(s.step);

@@ -45,6 +45,8 @@ struct ServiceOptions {
   int64_t max_group_payload_bytes = 64LL << 20;
   // ReportRollouts and UpsertQuestions: largest total of one client stream, in bytes.
   int64_t max_stream_bytes = 1LL << 30;
+  // ImportRun: largest archive accepted, in bytes (RESOURCE_EXHAUSTED above).
+  int64_t max_import_bytes = 64LL << 30;
   // A NextBatch without a deadline (or with a later one) waits at most this long.
   absl::Duration max_wait = absl::Minutes(10);
   // Granularity at which a waiting NextBatch notices cancellation and draining.
@@ -93,6 +95,10 @@ class DotsService final : public v1::Dots::CallbackService {
       grpc::CallbackServerContext* context, v1::UpsertQuestionsResponse* response) override;
   grpc::ServerWriteReactor<v1::ImportPoolProgress>* ImportPool(
       grpc::CallbackServerContext* context, const v1::ImportPoolRequest* request) override;
+  grpc::ServerWriteReactor<v1::ExportRunChunk>* ExportRun(
+      grpc::CallbackServerContext* context, const v1::ExportRunRequest* request) override;
+  grpc::ServerReadReactor<v1::ImportRunRequest>* ImportRun(grpc::CallbackServerContext* context,
+                                                           v1::RunInfo* response) override;
   grpc::ServerWriteReactor<v1::NextBatchChunk>* NextBatch(
       grpc::CallbackServerContext* context, const v1::NextBatchRequest* request) override;
   grpc::ServerReadReactor<v1::ReportRolloutsRequest>* ReportRollouts(
@@ -110,6 +116,8 @@ class DotsService final : public v1::Dots::CallbackService {
   class ReportRolloutsReactor;
   class UpsertQuestionsReactor;
   class ImportPoolReactor;
+  class ExportRunReactor;
+  class ImportRunReactor;
 
   // Every handler calls CallStarted on entry and CallEnded once it has finished (the streaming
   // reactors in OnDone).

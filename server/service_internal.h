@@ -4,8 +4,12 @@
 #define DOTS_SERVER_SERVICE_INTERNAL_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -14,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "core/run_registry.h"
 #include "core/status_macros.h"
+#include "dots/v1/dots.pb.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
 #include "server/executor.h"
@@ -32,6 +37,9 @@ inline absl::StatusOr<RunEntry> LookUpRun(const RunRegistry& registry, const std
   DOTS_RETURN_IF_ERROR(ValidateRunIdField(run_id));
   return registry.Get(run_id);
 }
+
+// The RunInfo of a run. O(1) plus a Stats call.
+void FillRunInfo(const std::string& id, const RunEntry& entry, v1::RunInfo* info);
 
 inline grpc::Status Unavailable(std::string_view why) {
   return grpc::Status(grpc::StatusCode::UNAVAILABLE, std::string(why));
@@ -118,6 +126,83 @@ class ClientStreamReactor : public grpc::ServerReadReactor<Request> {
   Request request_;
   int64_t messages_ = 0;
   std::atomic<bool> cancelled_{false};
+};
+
+// A server-streaming reactor whose messages are produced on another thread (an executor job):
+// Send queues a message, waiting while `max_queued` are already pending so that a fast producer
+// cannot outrun a slow client without bound; End finishes the call after the queued writes.
+// Derived classes start the producer and implement OnDone.
+template <typename Message>
+class QueuedWriteReactor : public grpc::ServerWriteReactor<Message> {
+ public:
+  explicit QueuedWriteReactor(size_t max_queued) : max_queued_(max_queued) {}
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    writing_ = false;
+    broken_ |= !ok;
+    space_.notify_all();
+    if (!broken_ && !pending_.empty()) {
+      current_ = std::move(pending_.front());
+      pending_.pop_front();
+      writing_ = true;
+      lock.unlock();
+      this->StartWrite(&current_);
+      return;
+    }
+    if (finish_.has_value()) {
+      grpc::Status status = *finish_;
+      lock.unlock();
+      this->Finish(std::move(status));
+    }
+  }
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    broken_ = true;
+    space_.notify_all();
+  }
+
+ protected:
+  // Queues `message`; blocks while the queue is full. False when the client is gone (cancelled
+  // or a write failed): the message is dropped and the producer should stop.
+  bool Send(Message message) {
+    std::unique_lock<std::mutex> lock(mu_);
+    space_.wait(lock, [this] { return broken_ || pending_.size() < max_queued_; });
+    if (broken_) return false;
+    if (writing_) {
+      pending_.push_back(std::move(message));
+      return true;
+    }
+    current_ = std::move(message);
+    writing_ = true;
+    lock.unlock();
+    this->StartWrite(&current_);
+    return true;
+  }
+  // Finishes now, or after the queued writes when the call is still healthy.
+  void End(grpc::Status status) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (writing_) {
+      finish_ = std::move(status);
+      return;
+    }
+    lock.unlock();
+    this->Finish(std::move(status));
+  }
+  bool client_gone() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return broken_;
+  }
+
+ private:
+  const size_t max_queued_;
+  std::mutex mu_;
+  std::condition_variable space_;
+  bool writing_ = false;  // a StartWrite is outstanding
+  bool broken_ = false;   // cancelled, or a write failed: the client is gone
+  Message current_;
+  std::deque<Message> pending_;
+  std::optional<grpc::Status> finish_;
 };
 
 }  // namespace dots::service_internal

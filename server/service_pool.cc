@@ -22,6 +22,7 @@ namespace {
 
 using service_internal::ClientStreamReactor;
 using service_internal::LookUpRun;
+using service_internal::QueuedWriteReactor;
 using service_internal::Unavailable;
 
 // Rewrites core's "questions[j]: ..." (j = position in the subset given to the run) into the
@@ -161,11 +162,10 @@ grpc::ServerReadReactor<v1::UpsertQuestionsRequest>* DotsService::UpsertQuestion
 
 // Loads the files on the `waits` executor and streams progress; writes are queued so that the
 // loading thread never waits for the client.
-class DotsService::ImportPoolReactor final
-    : public grpc::ServerWriteReactor<v1::ImportPoolProgress> {
+class DotsService::ImportPoolReactor final : public QueuedWriteReactor<v1::ImportPoolProgress> {
  public:
   ImportPoolReactor(DotsService* service, const v1::ImportPoolRequest& request)
-      : service_(service), request_(request) {
+      : QueuedWriteReactor(/*max_queued=*/SIZE_MAX), service_(service), request_(request) {
     service_->CallStarted();
     absl::Status serving = service_->CheckServing();
     if (!serving.ok()) {
@@ -177,25 +177,6 @@ class DotsService::ImportPoolReactor final
     }
   }
 
-  void OnWriteDone(bool ok) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    writing_ = false;
-    broken_ |= !ok;
-    if (!broken_ && !pending_.empty()) {
-      current_ = std::move(pending_.front());
-      pending_.pop_front();
-      writing_ = true;
-      lock.unlock();
-      StartWrite(&current_);
-      return;
-    }
-    if (finish_.has_value()) {
-      grpc::Status status = *finish_;
-      lock.unlock();
-      Finish(std::move(status));
-    }
-  }
-  void OnCancel() override { cancelled_.store(true, std::memory_order_release); }
   void OnDone() override {
     service_->CallEnded();
     delete this;
@@ -216,9 +197,7 @@ class DotsService::ImportPoolReactor final
     v1::ImportPoolProgress progress;
     progress.set_questions_read(pool.size());
     Send(progress);
-    if (cancelled_.load(std::memory_order_acquire)) {
-      return absl::CancelledError("the call was cancelled; nothing was imported");
-    }
+    if (client_gone()) return absl::CancelledError("the call was cancelled; nothing was imported");
     std::vector<Question> questions = pool.questions();
     const FloatMatrix& embeddings = pool.embeddings();
     // All or nothing: the run rejects the whole upload on the first invalid question.
@@ -232,39 +211,8 @@ class DotsService::ImportPoolReactor final
     return absl::OkStatus();
   }
 
-  void Send(v1::ImportPoolProgress message) {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (broken_) return;
-    if (writing_) {
-      pending_.push_back(std::move(message));
-      return;
-    }
-    current_ = std::move(message);
-    writing_ = true;
-    lock.unlock();
-    StartWrite(&current_);
-  }
-
-  // Finishes now, or after the queued writes when the call is still healthy.
-  void End(grpc::Status status) {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (writing_) {
-      finish_ = std::move(status);
-      return;
-    }
-    lock.unlock();
-    Finish(std::move(status));
-  }
-
   DotsService* const service_;
   const v1::ImportPoolRequest request_;
-  std::atomic<bool> cancelled_{false};
-  std::mutex mu_;
-  bool writing_ = false;  // a StartWrite is outstanding
-  bool broken_ = false;   // a write failed: the client is gone
-  v1::ImportPoolProgress current_;
-  std::deque<v1::ImportPoolProgress> pending_;
-  std::optional<grpc::Status> finish_;
 };
 
 grpc::ServerWriteReactor<v1::ImportPoolProgress>* DotsService::ImportPool(

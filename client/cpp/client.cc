@@ -3,6 +3,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
 #include <utility>
 
 #include "absl/random/random.h"
@@ -321,6 +323,71 @@ absl::StatusOr<UpsertResult> Client::UpsertQuestions(const std::string& run_id,
     result.rejected.push_back(RejectedQuestion{r.index(), r.key(), r.error()});
   }
   return result;
+}
+
+absl::Status Client::ExportRun(const std::string& run_id, const std::string& path,
+                               const CallOptions& call) {
+  AttemptCounter attempts(call);
+  absl::StatusOr<absl::Time> deadline = impl_->DeadlineOf(call);
+  if (!deadline.ok()) return deadline.status();
+  pb::ExportRunRequest request;
+  request.set_run_id(run_id);
+  const std::string partial = path + ".partial";
+  absl::Status s = impl_->Call(
+      /*retry=*/true, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
+        std::ofstream out(partial, std::ios::binary | std::ios::trunc);
+        if (!out) return grpc::Status(grpc::StatusCode::INTERNAL, partial + ": cannot be written");
+        std::unique_ptr<grpc::ClientReader<pb::ExportRunChunk>> reader =
+            impl_->stub().ExportRun(context, request);
+        pb::ExportRunChunk chunk;
+        while (reader->Read(&chunk)) {
+          out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+        }
+        grpc::Status status = reader->Finish();
+        out.close();
+        if (status.ok() && !out) {
+          return grpc::Status(grpc::StatusCode::INTERNAL, partial + ": write failed (disk full?)");
+        }
+        return status;
+      });
+  if (!s.ok()) {
+    std::remove(partial.c_str());
+    return s;
+  }
+  if (std::rename(partial.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat(path, ": cannot rename ", partial, " into place"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RunInfo> Client::ImportRun(const std::string& path, const std::string& as_run_id,
+                                          const CallOptions& call) {
+  AttemptCounter attempts(call);
+  absl::StatusOr<absl::Time> deadline = impl_->DeadlineOf(call);
+  if (!deadline.ok()) return deadline.status();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot be read"));
+  pb::RunInfo info;
+  absl::Status s = impl_->Call(
+      /*retry=*/false, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
+        std::unique_ptr<grpc::ClientWriter<pb::ImportRunRequest>> writer =
+            impl_->stub().ImportRun(context, &info);
+        pb::ImportRunRequest request;
+        request.set_run_id(as_run_id);
+        std::string buffer(1 << 20, '\0');
+        bool first = true;
+        while (in || first) {
+          in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+          request.set_data(buffer.data(), static_cast<size_t>(in.gcount()));
+          if (!first) request.clear_run_id();
+          first = false;
+          if (!writer->Write(request)) break;  // Finish reports why
+        }
+        writer->WritesDone();
+        return writer->Finish();
+      });
+  if (!s.ok()) return s;
+  return FromProto(info);
 }
 
 absl::StatusOr<ImportProgress> Client::ImportPool(const std::string& run_id,

@@ -128,6 +128,18 @@ class Client {
   // Removes the run and everything of it. Not retried. Errors: NOT_FOUND.
   absl::Status DeleteRun(const std::string& run_id, const CallOptions& call = {});
 
+  // Writes run `run_id`'s archive (core/run_archive.h) to `path`, through `path`.partial renamed
+  // into place only when complete, so `path` is never a truncated archive. Retried on
+  // UNAVAILABLE (the export is read-only). Errors: NOT_FOUND, FAILED_PRECONDITION (memory-only
+  // server), INTERNAL for a local write error naming the file. O(archive) time, O(1 MiB) memory.
+  absl::Status ExportRun(const std::string& run_id, const std::string& path,
+                         const CallOptions& call = {});
+  // Creates a run from the archive at `path` (local), as `as_run_id` or, when empty, the id it
+  // was exported under. Not retried (it creates a run). Errors: INVALID_ARGUMENT (corrupted or
+  // truncated archive: nothing created), ALREADY_EXISTS, NOT_FOUND when `path` cannot be read.
+  absl::StatusOr<RunInfo> ImportRun(const std::string& path, const std::string& as_run_id = "",
+                                    const CallOptions& call = {});
+
   // ---- pool ----
   // Adds or replaces (same key) questions. `embeddings` is empty (0 rows) or has one row per
   // question (row i = questions[i]); priors travel in Question::prior. Streams messages of at

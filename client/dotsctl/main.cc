@@ -17,6 +17,8 @@ constexpr char kUsage[] =
     "  run get RUN                            {\"run_id\", \"config\", \"pool_size\", ...}\n"
     "  run list                               {\"runs\": [...]}\n"
     "  run delete RUN                         {\"run_id\", \"deleted\": true}\n"
+    "  run export RUN --out FILE              {\"run_id\", \"file\", \"bytes\"}\n"
+    "  run import FILE [--as RUN]             as run get\n"
     "  pool load RUN --questions F.jsonl [--embeddings F.npy]\n"
     "                                         {\"added\", \"updated\", \"rejected\": [{\"line\", "
     "\"error\"}]}\n"

@@ -1,5 +1,6 @@
-// dotsctl run create|get|list|delete: the runs of a dots-server.
+// dotsctl run create|get|list|delete|export|import: the runs of a dots-server.
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "client/cpp/json_format.h"
@@ -19,7 +20,10 @@ constexpr char kRunUsage[] =
     "  get RUN                           prints {\"run_id\", \"config\", \"pool_size\",\n"
     "                                    \"created_unix_seconds\"}\n"
     "  list                              prints {\"runs\": [ ...as get... ]}\n"
-    "  delete RUN                        prints {\"run_id\", \"deleted\": true}\n\n"
+    "  delete RUN                        prints {\"run_id\", \"deleted\": true}\n"
+    "  export RUN --out FILE             writes the run's archive; prints {\"run_id\", \"file\",\n"
+    "                                    \"bytes\"}\n"
+    "  import FILE [--as RUN]            creates a run from an archive; prints as get\n\n"
     "Run `dotsctl run SUBCOMMAND --help` for the flags.\n";
 
 int Create(int argc, char** argv) {
@@ -101,6 +105,53 @@ int Delete(int argc, char** argv) {
   return 0;
 }
 
+int Export(int argc, char** argv) {
+  cli::FlagSet flags("dotsctl run export RUN --out FILE",
+                     "Writes run RUN as a portable, versioned, checksummed archive to FILE (via "
+                     "FILE.partial,\nrenamed when complete): the run as of one moment, to move "
+                     "it to another server or keep\nbeside a trainer checkpoint. Prints "
+                     "{\"run_id\", \"file\", \"bytes\"}.");
+  flags.Add("out", "archive file to write (required)");
+  AddConnectionFlags(&flags, /*default_timeout_seconds=*/3600);
+  const SplitArgs args = SplitPositionals(argc, argv, 3, {});
+  if (std::optional<int> exit = ParseCommandLine("run export", args, 1, &flags)) return *exit;
+  if (!flags.Has("out")) return UsageError("run export", "--out FILE is required");
+  std::unique_ptr<Client> client = Connect("run export", flags);
+  if (client == nullptr) return 2;
+  const std::string out_path = flags.Get("out");
+  absl::Status exported = client->ExportRun(args.positionals[0], out_path);
+  if (!exported.ok()) return Fail(exported);
+  std::error_code ec;
+  const uintmax_t bytes = std::filesystem::file_size(out_path, ec);
+  std::string out = "{\"run_id\": ";
+  AppendJsonString(args.positionals[0], &out);
+  out += ", \"file\": ";
+  AppendJsonString(out_path, &out);
+  out += ", \"bytes\": " + std::to_string(ec ? 0 : bytes) + "}";
+  PrintJson(out);
+  return 0;
+}
+
+int Import(int argc, char** argv) {
+  cli::FlagSet flags("dotsctl run import FILE [--as RUN]",
+                     "Creates a run from an archive written by `dotsctl run export`, under its "
+                     "original id or\n--as RUN. The server verifies the whole archive first: a "
+                     "corrupted or truncated file\nis rejected and creates nothing. The run "
+                     "continues exactly where the exported one was.\nPrints the run as `run get` "
+                     "does.");
+  flags.Add("as", "id of the new run (default: the archived run's id)");
+  AddConnectionFlags(&flags, /*default_timeout_seconds=*/3600);
+  const SplitArgs args = SplitPositionals(argc, argv, 3, {});
+  if (std::optional<int> exit = ParseCommandLine("run import", args, 1, &flags)) return *exit;
+  std::unique_ptr<Client> client = Connect("run import", flags);
+  if (client == nullptr) return 2;
+  absl::StatusOr<RunInfo> run =
+      client->ImportRun(args.positionals[0], flags.Has("as") ? flags.Get("as") : "");
+  if (!run.ok()) return Fail(run.status());
+  PrintJson(RunInfoToJson(*run, /*details=*/true));
+  return 0;
+}
+
 }  // namespace
 
 int RunCommand(int argc, char** argv) {
@@ -117,6 +168,8 @@ int RunCommand(int argc, char** argv) {
   if (sub == "get") return Get(argc, argv);
   if (sub == "list") return List(argc, argv);
   if (sub == "delete") return Delete(argc, argv);
+  if (sub == "export") return Export(argc, argv);
+  if (sub == "import") return Import(argc, argv);
   std::fprintf(stderr, "dotsctl run: unknown subcommand \"%s\"\n\n%s", sub.c_str(), kRunUsage);
   return 2;
 }

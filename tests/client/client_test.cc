@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "server/server.h"
 #include "tests/client/test_payload.h"
+#include "tests/server/test_server.h"
 
 namespace dots {
 namespace {
@@ -56,7 +57,7 @@ class ClientTest : public ::testing::Test {
   void SetUp() override {
     Server::Options options;
     options.listen_address = "127.0.0.1:0";
-    options.state_dir = ::testing::TempDir();
+    options.state_dir = state_dir_.path();
     absl::StatusOr<std::unique_ptr<Server>> server = Server::BuildAndStart(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -150,6 +151,7 @@ class ClientTest : public ::testing::Test {
     EXPECT_EQ(total_bytes, expected_bytes);
   }
 
+  testing::TempDir state_dir_{"client_test"};
   std::unique_ptr<Server> server_;
   std::unique_ptr<Client> client_;
 };

@@ -335,12 +335,52 @@ rc=$?
 expect_exit "an unreachable server exits 1 with UNAVAILABLE" 1 "$rc" "$WORK/unavail.err" \
   '^dotsctl: UNAVAILABLE: '
 
+# ---- run export / import ----
+ctl run export e2e --out "$WORK/e2e.dotsrun" >"$WORK/export.json"
+check "run export writes the archive and prints its size" py '
+import json, os, sys
+d = json.load(open(sys.argv[1]))
+assert d["run_id"] == "e2e" and d["bytes"] == os.path.getsize(sys.argv[2]) > 0, d
+' "$WORK/export.json" "$WORK/e2e.dotsrun"
+ctl run import "$WORK/e2e.dotsrun" --as e2e-copy >"$WORK/import.json"
+check "run import --as creates the copy with the whole pool" py '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["run_id"] == "e2e-copy" and d["pool_size"] == 60, d
+' "$WORK/import.json"
+ctl stats e2e-copy >"$WORK/stats_copy.json"
+check "the imported run has the exported run's stats" cmp "$WORK/stats.json" "$WORK/stats_copy.json"
+head -c 200 "$WORK/e2e.dotsrun" >"$WORK/truncated.dotsrun"
+ctl run import "$WORK/truncated.dotsrun" --as e2e-bad >/dev/null 2>"$WORK/import_bad.err"
+rc=$?
+expect_exit "a truncated archive exits 1 with INVALID_ARGUMENT" 1 "$rc" "$WORK/import_bad.err" \
+  '^dotsctl: INVALID_ARGUMENT: .*truncated'
+
 # ---- graceful stop ----
 kill -TERM "$SERVER_PID"
 wait "$SERVER_PID"
 rc=$?
 SERVER_PID=""
 check "dots-server exits 0 on SIGTERM" test "$rc" -eq 0
+
+# ---- restart on the same state directory: everything is still there ----
+"$SERVER_BIN" --listen=127.0.0.1:0 --metrics_listen= --state_dir="$STATE" >"$WORK/server2.out" 2>"$WORK/server2.err" &
+SERVER_PID=$!
+PORT=""
+for _ in $(seq 1 100); do
+  PORT=$(sed -n 's/^dots-server listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' \
+    "$WORK/server2.out")
+  [[ -n "$PORT" ]] && break
+  sleep 0.1
+done
+export DOTS_SERVER="127.0.0.1:$PORT"
+ctl stats e2e >"$WORK/stats_restarted.json"
+check "after a restart the run's stats are unchanged" cmp "$WORK/stats.json" "$WORK/stats_restarted.json"
+ctl next e2e --step 3 >"$WORK/next3_restarted.json"
+check "after a restart step 3 is served identically" cmp "$WORK/next3.json" "$WORK/next3_restarted.json"
+kill -TERM "$SERVER_PID"
+wait "$SERVER_PID"
+SERVER_PID=""
 
 echo "dotsctl e2e: $PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]

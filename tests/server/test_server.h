@@ -6,8 +6,11 @@
 #ifndef DOTS_TESTS_SERVER_TEST_SERVER_H_
 #define DOTS_TESTS_SERVER_TEST_SERVER_H_
 
+#include <stdlib.h>
+
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -79,6 +82,27 @@ struct GroupToReport {
 inline std::chrono::system_clock::time_point DeadlineIn(absl::Duration d) {
   return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(d);
 }
+
+// A new empty directory under the test's temporary directory, for a server's --state_dir.
+// Removed by the returned guard's destructor.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix) {
+    std::string pattern = ::testing::TempDir() + prefix + "-XXXXXX";
+    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
+    EXPECT_FALSE(path_.empty()) << "mkdtemp failed for " << pattern;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
 
 // Starts a server on 127.0.0.1:0; fails the test if it cannot.
 inline std::unique_ptr<Server> StartTestServer(Server::Options options = Server::Options()) {
