@@ -16,7 +16,7 @@ PACKAGES=(
   # Tests and benchmarks.
   libgtest-dev libgmock-dev libbenchmark-dev
   # Python reference tests and clients use /usr/bin/python3 with Debian's packages.
-  python3 python3-numpy python3-grpcio python3-protobuf python3-pytest
+  python3 python3-numpy python3-grpcio python3-protobuf python3-pytest python3-matplotlib
 )
 # Observability and deployment checks (tests/deploy): promtool and a real Prometheus server,
 # YAML for the manifest checks, flock. Not needed to build: the container image's build stage

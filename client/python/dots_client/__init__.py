@@ -6,8 +6,14 @@ BUILD_DIR/python by the `python_stubs` CMake target) on the import path, next to
     PYTHONPATH=BUILD_DIR/python:SOURCE_DIR/client/python /usr/bin/python3 ...
 
 Runs on Debian's python3-grpcio, python3-protobuf and python3-numpy; nothing from PyPI.
+
+Trainer integration: `StepIterator` (dots_client.trainer) drives a custom training loop step by
+step, resume included; `dots_client.verl.DotsDataset` plugs into verl's `data.custom_cls` hook.
 """
 
 from dots_client.client import Batch, Client, DotsError, Group, Item, ReplayGroup
+from dots_client.trainer import Step, StepIterator
 
-__all__ = ["Batch", "Client", "DotsError", "Group", "Item", "ReplayGroup"]
+# dots_client.verl (the verl `data.custom_cls` adapter) is not imported here: import it
+# explicitly; it needs no verl or torch to import.
+__all__ = ["Batch", "Client", "DotsError", "Group", "Item", "ReplayGroup", "Step", "StepIterator"]
