@@ -46,15 +46,17 @@ absl::StatusOr<std::unique_ptr<Run>> Run::Build(std::string id, RunConfig config
       new Run(std::move(id), std::move(config), std::move(options), std::move(adapter)));
 }
 
-absl::StatusOr<std::unique_ptr<Run>> Run::Create(std::string id, RunConfig config,
-                                                 Options options) {
+absl::StatusOr<std::unique_ptr<Run>> Run::Create(std::string id, RunConfig config, Options options,
+                                                 std::string token_sha256) {
   DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Run> run,
                         Build(std::move(id), std::move(config), std::move(options)));
+  run->token_sha256_ = std::move(token_sha256);
   if (run->options_.store != nullptr) {
     state::v1::RunMeta meta;
     meta.set_run_id(run->id_);
     meta.set_config_json(RunConfigToJson(run->config_));
     meta.set_created_unix_micros(UnixMicros(run->created_));
+    meta.set_token_sha256(run->token_sha256_);
     rocksdb::WriteBatch batch;
     // Leftovers of an import that never finished (keys without a meta record) must not leak
     // into the new run.

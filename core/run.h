@@ -163,8 +163,11 @@ class Run {
 
   // Validates the config (INVALID_ARGUMENT naming the key) and loads an adapter if configured.
   // With a store, the run's meta record is written durably first (UNAVAILABLE if that fails).
+  // `token_sha256` (may be empty) is the SHA-256 of the run's bearer token, kept with the run
+  // (durably, with a store) for the server's access checks; the token itself is never stored.
   static absl::StatusOr<std::unique_ptr<Run>> Create(std::string id, RunConfig config,
-                                                     Options options);
+                                                     Options options,
+                                                     std::string token_sha256 = "");
   static absl::StatusOr<std::unique_ptr<Run>> Create(std::string id, RunConfig config) {
     return Create(std::move(id), std::move(config), Options());
   }
@@ -181,6 +184,8 @@ class Run {
   const std::string& id() const { return id_; }
   const RunConfig& config() const { return config_; }
   absl::Time created() const { return created_; }
+  // SHA-256 (32 raw bytes) of the run's bearer token, empty when the run has none.
+  const std::string& token_sha256() const { return token_sha256_; }
   // True after a durable write failed: the in-memory state may hold a change the store does not,
   // so the owner must reopen the run (Run::Open) before serving it again.
   bool broken() const { return broken_.load(std::memory_order_acquire); }
@@ -324,6 +329,7 @@ class Run {
   const Options options_;
   const std::shared_ptr<const Adapter> adapter_;
   absl::Time created_ = absl::Now();
+  std::string token_sha256_;  // set before the run is shared, constant afterwards
   std::atomic<bool> broken_{false};
 
   // std::mutex rather than absl::Mutex: Debian's Abseil is not built with ThreadSanitizer

@@ -519,7 +519,7 @@ absl::Status Run::LoadLocked() {
     return snapshot.status();
   }
   if (pool_.size() > 0) estimator_stale_ = true;
-  return store->Scan(
+  DOTS_RETURN_IF_ERROR(store->Scan(
       EventPrefix(id_), [&](std::string_view key, std::string_view value) -> absl::Status {
         if (key < EventKey(id_, last_event_ + 1)) return absl::OkStatus();
         if (key != EventKey(id_, last_event_ + 1)) {
@@ -533,7 +533,15 @@ absl::Status Run::LoadLocked() {
         ++last_event_;
         log_bytes_ += static_cast<int64_t>(value.size());
         return absl::OkStatus();
-      });
+      }));
+  // A run that had an estimator gets it back now (embedding matrix, cached projections), so
+  // the restart, not the first call after it, pays for the rebuild.
+  if (pool_.size() > 0 && (estimator_ != nullptr || restored_estimator_.has_value()) &&
+      (estimator_ == nullptr || estimator_stale_)) {
+    absl::Status rebuilt = RebuildEstimatorLocked();
+    if (!rebuilt.ok()) return DataLoss(id_, absl::StrCat("estimator: ", rebuilt.message()));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<Run>> Run::Open(const std::string& id, Options options) {
@@ -547,6 +555,7 @@ absl::StatusOr<std::unique_ptr<Run>> Run::Open(const std::string& id, Options op
   DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Run> run,
                         Build(id, *std::move(config), std::move(options)));
   run->created_ = absl::FromUnixMicros(meta.created_unix_micros());
+  run->token_sha256_ = meta.token_sha256();
   {
     std::lock_guard<std::mutex> lock(run->mu_);
     run->replaying_ = true;

@@ -22,7 +22,8 @@ absl::Status RunRegistry::ValidateRunId(std::string_view id) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<RunEntry> RunRegistry::Create(const std::string& id, RunConfig config) {
+absl::StatusOr<RunEntry> RunRegistry::Create(const std::string& id, RunConfig config,
+                                             std::string token_sha256) {
   DOTS_RETURN_IF_ERROR(ValidateRunId(id));
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -31,7 +32,8 @@ absl::StatusOr<RunEntry> RunRegistry::Create(const std::string& id, RunConfig co
     }
   }
   // Built outside the lock (it may load an adapter file); the insert re-checks the id.
-  DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Run> run, Run::Create(id, std::move(config), run_options_));
+  DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Run> run,
+                        Run::Create(id, std::move(config), run_options_, std::move(token_sha256)));
   const absl::Time created = run->created();
   RunEntry entry{std::shared_ptr<Run>(std::move(run)), created};
   std::lock_guard<std::mutex> lock(mu_);

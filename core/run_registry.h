@@ -49,7 +49,9 @@ class RunRegistry {
 
   // Creates a run. Errors: INVALID_ARGUMENT (id or config, naming the key), ALREADY_EXISTS.
   // O(config) plus loading an adapter file if the config names one.
-  absl::StatusOr<RunEntry> Create(const std::string& id, RunConfig config) ABSL_LOCKS_EXCLUDED(mu_);
+  // `token_sha256`: see Run::Create.
+  absl::StatusOr<RunEntry> Create(const std::string& id, RunConfig config,
+                                  std::string token_sha256 = "") ABSL_LOCKS_EXCLUDED(mu_);
   // NOT_FOUND naming the run. O(log runs); reopens a broken run from the store first
   // (UNAVAILABLE if that fails).
   absl::StatusOr<RunEntry> Get(std::string_view id) const ABSL_LOCKS_EXCLUDED(mu_, reopen_mu_);

@@ -353,3 +353,30 @@ TEST(StateStoreTest, DeleteRunRemovesEverythingOfThatRunOnly) {
 
 }  // namespace
 }  // namespace dots
+
+namespace dots {
+namespace {
+
+TEST(StateStoreTest, TokenHashSurvivesARestart) {
+  const std::string dir = NewDir();
+  const std::string hash(32, '\x7f');
+  {
+    auto store = StateStore::Open(dir, SyncMode::kAlways);
+    ASSERT_TRUE(store.ok());
+    FakeClock clock;
+    RunRegistry registry(OptionsWith(&clock, store->get()));
+    ASSERT_TRUE(registry.Create("t", RunConfig(), hash).ok());
+  }
+  auto store = StateStore::Open(dir, SyncMode::kAlways);
+  ASSERT_TRUE(store.ok());
+  FakeClock clock;
+  auto run = Run::Open("t", OptionsWith(&clock, store->get()));
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ((*run)->token_sha256(), hash);
+  run->reset();
+  store->reset();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace dots
