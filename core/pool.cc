@@ -82,6 +82,8 @@ std::optional<int64_t> Pool::IndexOf(std::string_view key) const {
 void Pool::Reserve(int64_t n) {
   questions_.reserve(static_cast<size_t>(n));
   index_.reserve(static_cast<size_t>(n));
+  reserved_ = std::max(reserved_, n);
+  if (dim_ > 0) embeddings_.data.reserve(static_cast<size_t>(n) * static_cast<size_t>(dim_));
 }
 
 absl::Status Pool::Add(Question q, absl::Span<const float> embedding) {
@@ -112,6 +114,8 @@ absl::Status Pool::Add(Question q, absl::Span<const float> embedding) {
       dim_ = static_cast<int>(embedding.size());
       embeddings_ = FloatMatrix();
       embeddings_.cols = dim_;
+      // The hint of Reserve, now that the row width is known: no reallocation while loading.
+      embeddings_.data.reserve(static_cast<size_t>(reserved_) * static_cast<size_t>(dim_));
     }
     embeddings_.data.insert(embeddings_.data.end(), embedding.begin(), embedding.end());
     ++embeddings_.rows;

@@ -68,7 +68,8 @@ class Pool {
   // the pool has none). Validates like Add; changes nothing on error. O(dim).
   absl::Status Replace(int64_t i, Question q, absl::Span<const float> embedding = {});
 
-  // Pre-allocates room for `n` questions (a capacity hint; changes no observable state).
+  // Pre-allocates room for `n` questions and their embeddings (a capacity hint; changes no
+  // observable state). O(n) allocation.
   void Reserve(int64_t n);
 
  private:
@@ -76,6 +77,7 @@ class Pool {
   absl::flat_hash_map<std::string, int64_t> index_;
   FloatMatrix embeddings_;
   int dim_ = 0;
+  int64_t reserved_ = 0;  // Reserve's hint, applied to embeddings_ once dim_ is known
 };
 
 // One parsed JSONL line.

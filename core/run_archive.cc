@@ -230,7 +230,7 @@ absl::StatusOr<ArchiveSummary> VerifyRunArchive(const std::string& path) {
       if (!meta.ParseFromString(value)) return reader.Bad("the run's meta record does not parse");
       summary.run_id = meta.run_id();
       has_meta = true;
-    } else if (key != "s" && key.rfind("q/", 0) != 0 && key.rfind("e/", 0) != 0) {
+    } else if (key != "s" && key != "n" && key.rfind("q/", 0) != 0 && key.rfind("e/", 0) != 0) {
       return reader.Bad(absl::StrCat("unknown record key \"", key.substr(0, 16), "\""));
     }
   }

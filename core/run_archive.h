@@ -5,7 +5,8 @@
 // Format (all integers little-endian):
 //   magic    "DOTSRUN\n" (8 bytes), then u32 format version (kArchiveVersion)
 //   records  'K', u32 key length, u64 value length, key, value, u32 CRC-32C of key + value
-//            keys are relative to the run ("m", "s", "q/<be64>", "e/<be64>": core/state_store.h)
+//            keys are relative to the run ("m", "n", "s", "q/<be64>", "e/<be64>":
+//            core/state_store.h)
 //   trailer  'E', u64 record count, u64 total bytes of keys and values,
 //            u32 CRC-32C over every record's CRC in order
 // An archive is the run as of one consistent moment of the store (a RocksDB snapshot): its meta,

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/run.h"
@@ -136,6 +137,7 @@ std::vector<rocksdb::WriteBatch> Run::PoolRowsLocked(const std::vector<int64_t>&
     batches.back().Put(QuestionKey(id_, i), value);
     bytes += static_cast<int64_t>(value.size());
   }
+  batches.back().Put(PoolSizeKey(id_), std::to_string(pool_.size()));
   return batches;
 }
 
@@ -482,8 +484,13 @@ absl::Status Run::ApplyEventLocked(const RunEvent& event) {
 
 absl::Status Run::LoadLocked() {
   StateStore* store = options_.store;
-  // The pool, in index order.
+  // The pool, in index order, into memory reserved up front when its size is known.
+  if (absl::StatusOr<std::string> size = store->Get(PoolSizeKey(id_)); size.ok()) {
+    int64_t n = 0;
+    if (absl::SimpleAtoi(*size, &n) && n > 0) pool_.Reserve(n);
+  }
   int64_t expected = 0;
+  std::vector<float> embedding;  // reused: one allocation for the whole pool
   DOTS_RETURN_IF_ERROR(store->Scan(
       QuestionPrefix(id_), [&](std::string_view key, std::string_view value) -> absl::Status {
         if (key != QuestionKey(id_, expected)) {
@@ -498,7 +505,7 @@ absl::Status Run::LoadLocked() {
         q.prompt = record.prompt();
         q.metadata_json = record.metadata_json();
         if (record.has_prior()) q.prior = record.prior();
-        std::vector<float> embedding(record.embedding().size() / sizeof(float));
+        embedding.resize(record.embedding().size() / sizeof(float));
         if (!embedding.empty()) {
           std::memcpy(embedding.data(), record.embedding().data(),
                       embedding.size() * sizeof(float));

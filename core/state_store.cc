@@ -38,6 +38,7 @@ std::string RunPrefixEnd(std::string_view run) {
 }
 std::string RunMetaKey(std::string_view run) { return RunPrefix(run) + "m"; }
 std::string RunSnapshotKey(std::string_view run) { return RunPrefix(run) + "s"; }
+std::string PoolSizeKey(std::string_view run) { return RunPrefix(run) + "n"; }
 std::string QuestionPrefix(std::string_view run) { return RunPrefix(run) + "q/"; }
 std::string EventPrefix(std::string_view run) { return RunPrefix(run) + "e/"; }
 
@@ -206,6 +207,7 @@ absl::Status StateStore::Scan(
     const std::function<absl::Status(std::string_view, std::string_view)>& fn) const {
   rocksdb::ReadOptions read;
   read.fill_cache = false;
+  read.readahead_size = 8 << 20;  // scans are long and sequential (a whole pool at restart)
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read));
   for (it->Seek(ToSlice(prefix)); it->Valid() && it->key().starts_with(ToSlice(prefix));
        it->Next()) {

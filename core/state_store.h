@@ -5,6 +5,7 @@
 //                                refused at Open, never rewritten.
 //   "r/<run>/m"               -> dots.state.v1.RunMeta (id, config, creation time, token hash)
 //   "r/<run>/q/<index:be64>"  -> dots.state.v1.QuestionRecord, the pool in index order
+//   "r/<run>/n"               -> the pool's size (decimal), a capacity hint for loading
 //   "r/<run>/s"               -> dots.state.v1.RunSnapshot, the run's state as of an event
 //   "r/<run>/e/<seq:be64>"    -> dots.state.v1.RunEvent, changes after the snapshot, in order
 // Run ids are [A-Za-z0-9._-]{1,128} (RunRegistry::ValidateRunId), so "r/<run>/" never prefixes
@@ -47,6 +48,7 @@ std::string RunPrefix(std::string_view run);     // "r/<run>/"
 std::string RunPrefixEnd(std::string_view run);  // the first key after all of "r/<run>/..."
 std::string RunMetaKey(std::string_view run);
 std::string RunSnapshotKey(std::string_view run);
+std::string PoolSizeKey(std::string_view run);
 std::string QuestionKey(std::string_view run, int64_t index);
 std::string EventKey(std::string_view run, int64_t seq);
 std::string EventPrefix(std::string_view run);

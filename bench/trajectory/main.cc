@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "bench/durability/durability.h"
 #include "bench/load/load.h"
 #include "bench/trajectory/trajectory.h"
 #include "client/cli/flags.h"
@@ -354,13 +355,17 @@ int main(int argc, char** argv) {
       "  trajectory   replay a recorded GRPO run's per-question success rates through the\n"
       "               estimator and selector (dots-bench trajectory --help)\n"
       "  load         NextBatch / ReportRollouts QPS and latency against an in-process server\n"
-      "               and a bare gRPC baseline (dots-bench load --help)\n";
+      "               and a bare gRPC baseline (dots-bench load --help)\n"
+      "  ingest       durable report ingest next to raw RocksDB puts (dots-bench ingest --help)\n"
+      "  restart      time to reopen a large durable run (dots-bench restart --help)\n";
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::fputs(usage.c_str(), argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
   if (std::string(argv[1]) == "trajectory") return dots::bench::Trajectory(argc, argv);
   if (std::string(argv[1]) == "load") return dots::bench::Load(argc, argv);
+  if (std::string(argv[1]) == "ingest") return dots::bench::Ingest(argc, argv);
+  if (std::string(argv[1]) == "restart") return dots::bench::Restart(argc, argv);
   std::fprintf(stderr, "dots-bench: unknown command \"%s\"\n\n%s", argv[1], usage.c_str());
   return 2;
 }

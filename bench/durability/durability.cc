@@ -1,0 +1,307 @@
+#include "bench/durability/durability.h"
+
+#include <stdlib.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "client/cli/flags.h"
+#include "core/random.h"
+#include "core/run.h"
+#include "core/state_store.h"
+#include "core/status_macros.h"
+
+namespace dots::bench {
+namespace {
+
+constexpr absl::Time kNoDeadline = absl::InfiniteFuture();
+
+absl::StatusOr<std::string> MakeTempDir(const std::string& base) {
+  std::string pattern = (std::filesystem::path(base) / "dots-bench-XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot create a directory under ", base));
+  }
+  return pattern;
+}
+
+std::string Payload(int64_t bytes, uint64_t seed) {
+  Rng rng(seed);
+  std::string payload(static_cast<size_t>(bytes), '\0');
+  for (char& c : payload) c = static_cast<char>(rng.Below(256));
+  return payload;
+}
+
+// Informative rewards (0 < mean < 1), so every group also enters the replay store.
+std::vector<float> Rewards(int group_size) {
+  std::vector<float> r(static_cast<size_t>(group_size), 0.0f);
+  r[0] = 1.0f;
+  return r;
+}
+
+// Runs `writers` threads over `total` items; item i goes to thread i % writers. Returns seconds.
+template <typename Fn>
+absl::StatusOr<double> Parallel(int writers, int64_t total, Fn fn) {
+  std::atomic<bool> failed{false};
+  std::string error;
+  std::mutex mu;
+  const absl::Time start = absl::Now();
+  std::vector<std::thread> threads;
+  for (int w = 0; w < writers; ++w) {
+    threads.emplace_back([&, w] {
+      for (int64_t i = w; i < total && !failed.load(); i += writers) {
+        absl::Status s = fn(i);
+        if (!s.ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          failed.store(true);
+          error = s.ToString();
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  if (failed.load()) return absl::InternalError(error);
+  return absl::ToDoubleSeconds(absl::Now() - start);
+}
+
+// Raw puts: `total` values of `bytes` under distinct keys, each Put fsynced.
+absl::StatusOr<double> RawPuts(const std::string& dir, SyncMode sync, int writers, int64_t total,
+                               const std::string& payload) {
+  DOTS_ASSIGN_OR_RETURN(std::unique_ptr<StateStore> store, StateStore::Open(dir, sync));
+  rocksdb::DB* db = store->db();
+  return Parallel(writers, total, [&](int64_t i) -> absl::Status {
+    rocksdb::WriteOptions options;
+    options.sync = true;
+    rocksdb::Status s = db->Put(options, absl::StrCat("raw/", i), payload);
+    return s.ok() ? absl::OkStatus() : absl::UnavailableError(s.ToString());
+  });
+}
+
+// dots: ReportRollouts of one group per call into a durable run, `writers` threads per step.
+absl::StatusOr<double> DotsReports(const std::string& dir, SyncMode sync, int writers,
+                                   int64_t total, const std::string& payload) {
+  DOTS_ASSIGN_OR_RETURN(std::unique_ptr<StateStore> store, StateStore::Open(dir, sync));
+  RunConfig config;
+  config.batch_size = 512;
+  config.group_size = 8;
+  config.steps_per_round = 1;
+  config.reference_size = 0;
+  config.reference_mode = ReferenceMode::kNone;
+  config.estimator.options.mode = EstimatorMode::kHistory;
+  config.lease_timeout_seconds = 3600;
+  Run::Options options;
+  options.store = store.get();
+  options.background_planning = false;
+  DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Run> run, Run::Create("ingest", config, options));
+  std::vector<Question> questions;
+  for (int i = 0; i < 4096; ++i) questions.push_back({absl::StrCat("q", i), "p", "{}", 0.5});
+  DOTS_RETURN_IF_ERROR(run->UpsertQuestions(std::move(questions), FloatMatrix()).status());
+  double seconds = 0;
+  for (int64_t step = 0, done = 0; done < total; ++step) {
+    DOTS_ASSIGN_OR_RETURN(BatchSlice batch, run->NextBatch(step, 0, 1, 0, kNoDeadline));
+    const int64_t n = std::min<int64_t>(static_cast<int64_t>(batch.items.size()), total - done);
+    DOTS_ASSIGN_OR_RETURN(double s, Parallel(writers, n, [&](int64_t i) -> absl::Status {
+                            std::vector<RolloutReport> group = {
+                                {batch.items[i].key, Rewards(config.group_size), 0, payload}};
+                            DOTS_ASSIGN_OR_RETURN(ReportResult r,
+                                                  run->ReportRollouts(step, std::move(group)));
+                            if (r.accepted != 1) return absl::InternalError("report not accepted");
+                            return absl::OkStatus();
+                          }));
+    seconds += s;
+    done += n;
+    // Unreported items of a partial last step would block nothing: the loop ends.
+    if (n < static_cast<int64_t>(batch.items.size())) break;
+  }
+  return seconds;
+}
+
+absl::StatusOr<std::vector<int>> ParseInts(const std::string& list) {
+  std::vector<int> out;
+  for (absl::string_view part : absl::StrSplit(list, ',')) {
+    int v = 0;
+    if (!absl::SimpleAtoi(part, &v) || v < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("not a positive integer: ", std::string(part)));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+int Fail(const char* command, const absl::Status& s) {
+  std::fprintf(stderr, "dots-bench %s: %s\n", command, s.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int Ingest(int argc, char** argv) {
+  cli::FlagSet flags(
+      "dots-bench ingest [--writers 1,32] [--groups 2048] [--payload-bytes 65536] [--dir DIR]",
+      "Durable report ingest: ReportRollouts (one group per call, informative rewards so every\n"
+      "group also enters the replay store) into a run on a state directory, with --sync always\n"
+      "and group, next to raw RocksDB puts of the same payloads, each fsynced, from the same\n"
+      "number of threads. Every figure comes from this process, in this run.");
+  flags.Add("writers", "comma-separated concurrent writer counts", "1,32");
+  flags.Add("groups", "groups (and raw puts) per measurement", "2048");
+  flags.Add("payload-bytes", "payload per group", "65536");
+  flags.Add("dir", "where the temporary state directories go (same disk as real state)", "/tmp");
+  flags.Add("repeats", "alternating repetitions of each measurement; the best of each counts", "3");
+  absl::StatusOr<bool> parsed = flags.Parse(argc, argv, 2);
+  if (!parsed.ok()) return Fail("ingest", parsed.status());
+  if (!*parsed) return 0;
+  absl::StatusOr<std::vector<int>> writers = ParseInts(flags.Get("writers"));
+  absl::StatusOr<int64_t> groups = flags.GetInt("groups");
+  absl::StatusOr<int64_t> bytes = flags.GetInt("payload-bytes");
+  absl::StatusOr<int64_t> repeats = flags.GetInt("repeats");
+  for (const absl::Status& s :
+       {writers.status(), groups.status(), bytes.status(), repeats.status()}) {
+    if (!s.ok()) return Fail("ingest", s);
+  }
+  const std::string payload = Payload(*bytes, 1);
+  std::printf(
+      "| sync | writers | raw puts/s | raw MB/s | dots groups/s | dots MB/s | dots/raw |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  for (SyncMode sync : {SyncMode::kAlways, SyncMode::kGroup}) {
+    for (int w : *writers) {
+      std::fprintf(stderr, "ingest: sync=%s writers=%d ...\n",
+                   std::string(SyncModeName(sync)).c_str(), w);
+      // Alternating repeats, best of each: a shared machine's noise hits both sides alike.
+      absl::StatusOr<double> raw = 1e300, dots = 1e300;
+      for (int64_t r = 0; r < *repeats && raw.ok() && dots.ok(); ++r) {
+        absl::StatusOr<std::string> raw_dir = MakeTempDir(flags.Get("dir"));
+        absl::StatusOr<std::string> dots_dir = MakeTempDir(flags.Get("dir"));
+        if (!raw_dir.ok()) return Fail("ingest", raw_dir.status());
+        if (!dots_dir.ok()) return Fail("ingest", dots_dir.status());
+        absl::StatusOr<double> raw_once = RawPuts(*raw_dir, sync, w, *groups, payload);
+        absl::StatusOr<double> dots_once = DotsReports(*dots_dir, sync, w, *groups, payload);
+        std::filesystem::remove_all(*raw_dir);
+        std::filesystem::remove_all(*dots_dir);
+        raw = raw_once.ok() ? std::min(*raw, *raw_once) : raw_once;
+        dots = dots_once.ok() ? std::min(*dots, *dots_once) : dots_once;
+      }
+      if (!raw.ok()) return Fail("ingest", raw.status());
+      if (!dots.ok()) return Fail("ingest", dots.status());
+      const double mb = static_cast<double>(*groups) * static_cast<double>(*bytes) / 1e6;
+      std::printf("| %s | %d | %.0f | %.1f | %.0f | %.1f | %.2f |\n",
+                  std::string(SyncModeName(sync)).c_str(), w, *groups / *raw, mb / *raw,
+                  *groups / *dots, mb / *dots, *raw / *dots);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
+int Restart(int argc, char** argv) {
+  cli::FlagSet flags(
+      "dots-bench restart [--questions 1000000] [--dim 1536] [--replay-groups 512] "
+      "[--payload-bytes 262144] [--dir DIR]",
+      "Builds a durable run (default estimator, identity adapter) of --questions x --dim\n"
+      "embeddings whose replay store holds --replay-groups groups of --payload-bytes, closes\n"
+      "it, and times reopening it: state directory, pool, snapshot, events and the estimator\n"
+      "(embedding matrix and cached projections), until the run serves again.");
+  flags.Add("questions", "pool size", "1000000");
+  flags.Add("dim", "embedding dimension", "1536");
+  flags.Add("replay-groups", "replay groups (= the batch of the one reported step)", "512");
+  flags.Add("payload-bytes", "payload per replay group", "262144");
+  flags.Add("dir", "where the temporary state directory goes", "/tmp");
+  absl::StatusOr<bool> parsed = flags.Parse(argc, argv, 2);
+  if (!parsed.ok()) return Fail("restart", parsed.status());
+  if (!*parsed) return 0;
+  absl::StatusOr<int64_t> n = flags.GetInt("questions");
+  absl::StatusOr<int64_t> dim = flags.GetInt("dim");
+  absl::StatusOr<int64_t> groups = flags.GetInt("replay-groups");
+  absl::StatusOr<int64_t> bytes = flags.GetInt("payload-bytes");
+  for (const absl::Status& s : {n.status(), dim.status(), groups.status(), bytes.status()}) {
+    if (!s.ok()) return Fail("restart", s);
+  }
+  absl::StatusOr<std::string> dir = MakeTempDir(flags.Get("dir"));
+  if (!dir.ok()) return Fail("restart", dir.status());
+  RunConfig config;
+  config.batch_size = *groups;
+  config.reference_size = std::min<int64_t>(*groups / 2, 256);
+  config.lease_timeout_seconds = 3600;
+  config.replay.capacity_groups = *groups;
+  config.replay.capacity_bytes = (*groups + 1) * (*bytes + (64 << 10));
+  {
+    absl::StatusOr<std::unique_ptr<StateStore>> store = StateStore::Open(*dir, SyncMode::kGroup);
+    if (!store.ok()) return Fail("restart", store.status());
+    Run::Options options;
+    options.store = store->get();
+    options.background_planning = false;
+    absl::StatusOr<std::unique_ptr<Run>> run = Run::Create("big", config, options);
+    if (!run.ok()) return Fail("restart", run.status());
+    const absl::Time start = absl::Now();
+    constexpr int64_t kChunk = 50000;
+    Rng rng(3);
+    for (int64_t first = 0; first < *n; first += kChunk) {
+      const int64_t m = std::min(kChunk, *n - first);
+      std::vector<Question> questions;
+      FloatMatrix embeddings(m, *dim);
+      for (int64_t i = 0; i < m; ++i) {
+        questions.push_back({absl::StrCat("q", first + i), absl::StrCat("question ", first + i),
+                             "{}", std::nullopt});
+      }
+      for (float& v : embeddings.data) v = static_cast<float>(rng.UniformOpen() - 0.5);
+      absl::Status s = (*run)->UpsertQuestions(std::move(questions), embeddings).status();
+      if (!s.ok()) return Fail("restart", s);
+      std::fprintf(stderr, "\rrestart: %lld/%lld questions stored (%.0f s)",
+                   static_cast<long long>(first + m), static_cast<long long>(*n),
+                   absl::ToDoubleSeconds(absl::Now() - start));
+    }
+    std::fprintf(stderr, "\nrestart: step 0 and its %lld reports of %lld bytes ...\n",
+                 static_cast<long long>(*groups), static_cast<long long>(*bytes));
+    absl::StatusOr<BatchSlice> batch = (*run)->NextBatch(0, 0, 1, 0, kNoDeadline);
+    if (!batch.ok()) return Fail("restart", batch.status());
+    std::vector<RolloutReport> reports;
+    for (const BatchItem& item : batch->items) {
+      reports.push_back({item.key, Rewards(config.group_size), 0, Payload(*bytes, reports.size())});
+    }
+    absl::StatusOr<ReportResult> reported = (*run)->ReportRollouts(0, std::move(reports));
+    if (!reported.ok()) return Fail("restart", reported.status());
+    const RunStats stats = (*run)->Stats();
+    std::fprintf(stderr, "restart: built in %.0f s: %lld questions, %lld replay groups (%.0f MB)\n",
+                 absl::ToDoubleSeconds(absl::Now() - start),
+                 static_cast<long long>(stats.pool_size),
+                 static_cast<long long>(stats.replay_groups), stats.replay_bytes / 1e6);
+  }
+  uintmax_t disk = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(*dir)) {
+    if (entry.is_regular_file()) disk += entry.file_size();
+  }
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::unique_ptr<StateStore>> store = StateStore::Open(*dir, SyncMode::kGroup);
+  if (!store.ok()) return Fail("restart", store.status());
+  Run::Options options;
+  options.store = store->get();
+  options.background_planning = false;
+  absl::StatusOr<std::unique_ptr<Run>> run = Run::Open("big", options);
+  if (!run.ok()) return Fail("restart", run.status());
+  const double open_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  absl::StatusOr<BatchSlice> again = (*run)->NextBatch(0, 0, 1, 0, kNoDeadline);
+  if (!again.ok()) return Fail("restart", again.status());
+  const double serving_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  const RunStats stats = (*run)->Stats();
+  std::printf(
+      "restart of a run with %lld questions x %lld dims and %lld replay groups "
+      "(%.0f MB): state directory %.2f GB\n",
+      static_cast<long long>(stats.pool_size), static_cast<long long>(*dim),
+      static_cast<long long>(stats.replay_groups), stats.replay_bytes / 1e6, disk / 1e9);
+  std::printf(
+      "restart time: %.1f s to reopen, %.1f s until step 0 is served again (target <= 60 s)\n",
+      open_seconds, serving_seconds);
+  run->reset();
+  store->reset();
+  std::filesystem::remove_all(*dir);
+  return 0;
+}
+
+}  // namespace dots::bench
