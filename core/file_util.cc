@@ -1,5 +1,7 @@
 #include "core/file_util.h"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -9,6 +11,11 @@
 namespace dots {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  // Only regular files: a FIFO would block the caller forever and /dev/zero never ends.
+  struct stat info;
+  if (stat(path.c_str(), &info) == 0 && !S_ISREG(info.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  }
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
     const int err = errno;

@@ -76,6 +76,9 @@ class Reader {
 
   absl::Status Open() {
     if (!in_) return absl::NotFoundError(absl::StrCat(path_, ": cannot be read"));
+    in_.seekg(0, std::ios::end);
+    size_ = static_cast<uint64_t>(in_.tellg());
+    in_.seekg(0, std::ios::beg);
     char header[12];
     if (!Read(header, sizeof(header))) return Bad("shorter than the archive header");
     if (std::memcmp(header, kMagic, sizeof(kMagic)) != 0) {
@@ -114,6 +117,12 @@ class Reader {
     if (key_len == 0 || key_len > kMaxKeyBytes || value_len > kMaxValueBytes) {
       return Bad(absl::StrFormat("record %d: implausible lengths (corrupted)", records_));
     }
+    // Checked against what the file still holds before anything is allocated.
+    const uint64_t left = size_ - static_cast<uint64_t>(in_.tellg());
+    if (uint64_t{key_len} + value_len + 4 > left) {
+      return Bad(
+          absl::StrFormat("truncated in record %d (it declares more bytes than follow)", records_));
+    }
     key->resize(key_len);
     value->resize(value_len);
     char crc_bytes[4];
@@ -150,6 +159,7 @@ class Reader {
 
   const std::string path_;
   std::ifstream in_;
+  uint64_t size_ = 0;  // of the file
   int64_t records_ = 0;
   int64_t bytes_ = 0;
   uint32_t rolling_crc_ = 0;

@@ -3,6 +3,8 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -16,22 +18,23 @@ namespace {
 using state::v1::RunEvent;
 using state::v1::RunSnapshot;
 
-// A snapshot is written when the events since the last one exceed the larger of this and the
-// last snapshot's size: restart replays a bounded tail, and snapshots cost amortised O(1) per
-// logged byte.
-constexpr int64_t kMinSnapshotIntervalBytes = int64_t{64} << 20;
+// A snapshot is written when the events since the last one exceed the larger of this and twice
+// the last snapshot's size: restart replays a bounded tail (a few seconds of reading), and
+// snapshots add at most half again to the bytes written.
+constexpr int64_t kMinSnapshotIntervalBytes = int64_t{256} << 20;
 // Pool rows are enqueued in batches of about this size.
 constexpr int64_t kPoolBatchBytes = int64_t{64} << 20;
 
 absl::Time FromMicros(int64_t micros) { return absl::FromUnixMicros(micros); }
 
-void ToRecord(const ReplayGroup& g, state::v1::ReplayGroupRecord* r) {
+void ToRecord(const ReplayGroup& g, state::v1::ReplayGroupRecord* r, bool with_payload = true) {
   r->set_key(g.key);
   r->set_question(g.question);
   r->set_step(g.step);
   r->set_policy_version(g.policy_version);
   r->mutable_rewards()->Add(g.rewards.begin(), g.rewards.end());
-  r->set_payload(g.payload);
+  if (with_payload) r->set_payload(g.payload);
+  r->set_payload_in_store(!with_payload);
   r->set_replays(g.replays);
   r->set_sequence(g.sequence);
 }
@@ -69,7 +72,7 @@ void Run::LogLocked(RunEvent& event, std::vector<rocksdb::WriteBatch> extra) {
   batch.Put(EventKey(id_, ++last_event_), bytes);
   last_ticket_ = store_->Enqueue(std::move(batch));
   log_bytes_ += static_cast<int64_t>(bytes.size());
-  if (log_bytes_ > std::max(kMinSnapshotIntervalBytes, snapshot_bytes_)) SnapshotLocked();
+  if (log_bytes_ > std::max(kMinSnapshotIntervalBytes, 2 * snapshot_bytes_)) SnapshotLocked();
 }
 
 absl::Status Run::AwaitDurable() {
@@ -239,8 +242,13 @@ void Run::FillSnapshotLocked(RunSnapshot* snap) {
   c->set_last_sample_mean_age(counters.last_sample_mean_age);
 
   for (const auto& [round, plan] : plans_) PlanToRecord(round, plan, snap->add_plans());
-  auto fill_steps = [](const std::map<int64_t, StepRecord>& records,
-                       google::protobuf::RepeatedPtrField<state::v1::StepRecordProto>* out) {
+  // A step's replay groups are copies of groups the store usually still holds: their payloads
+  // go into the snapshot once, with the store's group.
+  absl::flat_hash_set<std::pair<std::string, int64_t>> in_store;
+  for (const ReplayGroup* g : replay_.Groups()) in_store.insert({g->key, g->step});
+  auto fill_steps = [&in_store](
+                        const std::map<int64_t, StepRecord>& records,
+                        google::protobuf::RepeatedPtrField<state::v1::StepRecordProto>* out) {
     for (const auto& [step, record] : records) {
       state::v1::StepRecordProto* r = out->Add();
       r->set_step(step);
@@ -252,7 +260,9 @@ void Run::FillSnapshotLocked(RunSnapshot* snap) {
         item->set_training(record.items[i].training);
         item->set_settled(record.settled[i] != 0);
       }
-      for (const ReplayGroup& g : record.replay) ToRecord(g, r->add_replay());
+      for (const ReplayGroup& g : record.replay) {
+        ToRecord(g, r->add_replay(), /*with_payload=*/!in_store.contains({g.key, g.step}));
+      }
       r->set_reported(record.reported);
       r->set_effective(record.effective);
     }
@@ -337,6 +347,10 @@ absl::Status Run::RestoreSnapshotLocked(const RunSnapshot& snap) {
   for (const state::v1::RoundPlanRecord& r : snap.plans()) {
     DOTS_RETURN_IF_ERROR(PlanFromRecordLocked(r));
   }
+  absl::flat_hash_map<std::pair<std::string, int64_t>, std::string> store_payloads;
+  for (const state::v1::ReplayGroupRecord& r : snap.replay_store()) {
+    store_payloads[{r.key(), r.step()}] = r.payload();
+  }
   auto restore_steps = [&](const google::protobuf::RepeatedPtrField<state::v1::StepRecordProto>& in,
                            std::map<int64_t, StepRecord>* out) -> absl::Status {
     for (const state::v1::StepRecordProto& r : in) {
@@ -351,8 +365,19 @@ absl::Status Run::RestoreSnapshotLocked(const RunSnapshot& snap) {
         record.settled.push_back(item.settled() ? 1 : 0);
         if (!item.settled()) ++record.unsettled;
       }
-      for (const state::v1::ReplayGroupRecord& g : r.replay())
+      for (const state::v1::ReplayGroupRecord& g : r.replay()) {
+        if (g.question() != -1) DOTS_RETURN_IF_ERROR(check_question(g.question(), "step replay"));
         record.replay.push_back(FromRecord(g));
+        if (g.payload_in_store()) {
+          auto it = store_payloads.find({g.key(), g.step()});
+          if (it == store_payloads.end()) {
+            return DataLoss(id_, absl::StrFormat("snapshot step %d: replayed group \"%s\"@%d has "
+                                                 "no payload",
+                                                 r.step(), g.key(), g.step()));
+          }
+          record.replay.back().payload = it->second;
+        }
+      }
       record.reported = r.reported();
       record.effective = r.effective();
     }
@@ -360,7 +385,11 @@ absl::Status Run::RestoreSnapshotLocked(const RunSnapshot& snap) {
   };
   DOTS_RETURN_IF_ERROR(restore_steps(snap.steps(), &steps_));
   DOTS_RETURN_IF_ERROR(restore_steps(snap.paper_ref_steps(), &paper_ref_steps_));
+  for (const state::v1::ReplayGroupRecord& r : snap.replay_store()) {
+    if (r.question() != -1) DOTS_RETURN_IF_ERROR(check_question(r.question(), "replay store"));
+  }
   for (const state::v1::LeaseRecord& r : snap.leases()) {
+    DOTS_RETURN_IF_ERROR(check_question(r.question(), "lease"));
     lease_deadlines_.emplace(FromMicros(r.deadline_unix_micros()), Lease{r.step(), r.question()});
   }
   if (snap.leased_question_size() != snap.leased_step_size() ||
@@ -369,13 +398,19 @@ absl::Status Run::RestoreSnapshotLocked(const RunSnapshot& snap) {
     return DataLoss(id_, "snapshot: paired lists of different lengths");
   }
   for (int i = 0; i < snap.leased_question_size(); ++i) {
+    DOTS_RETURN_IF_ERROR(check_question(snap.leased_question(i), "leased"));
     leased_[snap.leased_question(i)] = snap.leased_step(i);
   }
   for (int i = 0; i < snap.last_fresh_question_size(); ++i) {
+    DOTS_RETURN_IF_ERROR(check_question(snap.last_fresh_question(i), "last fresh step"));
     last_fresh_step_[snap.last_fresh_question(i)] = snap.last_fresh_step(i);
   }
   for (int i = 0; i < snap.reported_step_size(); ++i) {
+    DOTS_RETURN_IF_ERROR(check_question(snap.reported_question(i), "reported"));
     reported_.insert({snap.reported_step(i), snap.reported_question(i)});
+  }
+  if (static_cast<int64_t>(latest_p_hat_.size()) > n) {
+    return DataLoss(id_, "snapshot: more estimates than the pool holds");
   }
   return absl::OkStatus();
 }

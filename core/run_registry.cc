@@ -116,9 +116,17 @@ absl::StatusOr<RunEntry> RunRegistry::Adopt(const std::string& id) {
       return absl::AlreadyExistsError(absl::StrFormat("run_id: run \"%s\" already exists", id));
     }
   }
-  DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Run> run, Run::Open(id, run_options_));
-  const absl::Time created = run->created();
-  RunEntry entry{std::shared_ptr<Run>(std::move(run)), created};
+  absl::StatusOr<std::unique_ptr<Run>> opened = Run::Open(id, run_options_);
+  if (!opened.ok()) {
+    // The records were just imported and do not make a run: remove them, so that nothing is
+    // created and the next start does not trip over them.
+    if (run_options_.store != nullptr) run_options_.store->DeleteRun(id).IgnoreError();
+    return absl::InvalidArgumentError(
+        absl::StrCat("the archive does not hold a consistent run, nothing was imported: ",
+                     opened.status().message()));
+  }
+  const absl::Time created = (*opened)->created();
+  RunEntry entry{std::shared_ptr<Run>(*std::move(opened)), created};
   std::lock_guard<std::mutex> lock(mu_);
   if (!runs_.emplace(id, entry).second) {
     return absl::AlreadyExistsError(absl::StrFormat("run_id: run \"%s\" already exists", id));

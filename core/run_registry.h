@@ -40,7 +40,8 @@ class RunRegistry {
   absl::Status Load(const std::function<void(int64_t, int64_t, const std::string&)>& progress =
                         nullptr) ABSL_LOCKS_EXCLUDED(mu_);
   // Registers a run already written to the store under `id` (an import), opening it.
-  // ALREADY_EXISTS if the id is taken in memory.
+  // ALREADY_EXISTS if the id is taken in memory; INVALID_ARGUMENT (and the records are
+  // removed from the store) when they do not open as a consistent run.
   absl::StatusOr<RunEntry> Adopt(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
   StateStore* store() const { return run_options_.store; }
 

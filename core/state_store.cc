@@ -19,6 +19,30 @@ void AppendBigEndian(std::string* out, uint64_t v) {
 
 rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
 
+// Appends the operations of the batches it iterates to `target`: group commit writes what
+// concurrent callers enqueued as one batch (one WAL record, one memtable insertion).
+class AppendTo : public rocksdb::WriteBatch::Handler {
+ public:
+  explicit AppendTo(rocksdb::WriteBatch* target) : target_(target) {}
+  rocksdb::Status PutCF(uint32_t cf, const rocksdb::Slice& key,
+                        const rocksdb::Slice& value) override {
+    if (cf != 0) return rocksdb::Status::NotSupported("column families");
+    return target_->Put(key, value);
+  }
+  rocksdb::Status DeleteCF(uint32_t cf, const rocksdb::Slice& key) override {
+    if (cf != 0) return rocksdb::Status::NotSupported("column families");
+    return target_->Delete(key);
+  }
+  rocksdb::Status DeleteRangeCF(uint32_t cf, const rocksdb::Slice& begin,
+                                const rocksdb::Slice& end) override {
+    if (cf != 0) return rocksdb::Status::NotSupported("column families");
+    return target_->DeleteRange(begin, end);
+  }
+
+ private:
+  rocksdb::WriteBatch* const target_;
+};
+
 }  // namespace
 
 absl::StatusOr<SyncMode> ParseSyncMode(std::string_view name) {
@@ -142,14 +166,22 @@ absl::Status StateStore::WaitDurable(uint64_t ticket) {
       pending.swap(queue_);
     }
     const uint64_t first = written_ + 1, last = written_ + pending.size();
-    // kGroup: only the last batch of the group fsyncs; the WAL is one sequential file, so that
-    // fsync makes every earlier batch of the group durable too, and a crash before it keeps a
-    // prefix (RocksDB's point-in-time WAL recovery).
+    // kGroup: everything pending becomes one batch with one fsync, atomic as a whole;
+    // kAlways: one fsync per batch, in ticket order.
     rocksdb::Status s;
-    for (size_t i = 0; i < pending.size() && s.ok(); ++i) {
+    if (sync_ == SyncMode::kGroup && pending.size() > 1) {
+      rocksdb::WriteBatch group;
+      AppendTo append(&group);
+      for (size_t i = 0; i < pending.size() && s.ok(); ++i) s = pending[i].Iterate(&append);
       rocksdb::WriteOptions write;
-      write.sync = sync_ == SyncMode::kAlways || i + 1 == pending.size();
-      s = db_->Write(write, &pending[i]);
+      write.sync = true;
+      if (s.ok()) s = db_->Write(write, &group);
+    } else {
+      for (size_t i = 0; i < pending.size() && s.ok(); ++i) {
+        rocksdb::WriteOptions write;
+        write.sync = true;
+        s = db_->Write(write, &pending[i]);
+      }
     }
     if (!s.ok()) {
       // RocksDB stops writing after a background or WAL error (e.g. a full disk) until resumed;

@@ -151,10 +151,13 @@ int Ingest(int argc, char** argv) {
       "and group, next to raw RocksDB puts of the same payloads, each fsynced, from the same\n"
       "number of threads. Every figure comes from this process, in this run.");
   flags.Add("writers", "comma-separated concurrent writer counts", "1,32");
-  flags.Add("groups", "groups (and raw puts) per measurement", "2048");
+  flags.Add("groups",
+            "groups (and raw puts) per measurement; the default logs 512 MiB, so it includes the "
+            "run's periodic snapshots",
+            "8192");
   flags.Add("payload-bytes", "payload per group", "65536");
   flags.Add("dir", "where the temporary state directories go (same disk as real state)", "/tmp");
-  flags.Add("repeats", "alternating repetitions of each measurement; the best of each counts", "3");
+  flags.Add("repeats", "alternating repetitions of each measurement; the best of each counts", "2");
   absl::StatusOr<bool> parsed = flags.Parse(argc, argv, 2);
   if (!parsed.ok()) return Fail("ingest", parsed.status());
   if (!*parsed) return 0;

@@ -170,3 +170,30 @@ TEST(ArchiveTest, MemoryOnlyServerCannotExport) {
 
 }  // namespace
 }  // namespace dots::testing
+
+namespace dots::testing {
+namespace {
+
+// Archives whose checksums are right but whose contents are not a consistent run (found by
+// fuzzing: question indices outside the pool, a run that does not open): refused, nothing
+// created, and the server keeps serving.
+TEST(ArchiveTest, InconsistentArchivesAreRefusedAndLeaveNothingBehind) {
+  Node a = StartNode("archive_hostile");
+  ASSERT_NE(a.client, nullptr);
+  const std::string data = std::string(std::getenv("DOTS_SOURCE_DIR")) + "/tests/server/data/";
+  for (const char* name : {"hostile-indices.dotsrun", "inconsistent.dotsrun"}) {
+    auto imported = a.client->ImportRun(data + name, "imported");
+    EXPECT_EQ(imported.status().code(), absl::StatusCode::kInvalidArgument)
+        << name << ": " << imported.status();
+    auto runs = a.client->ListRuns();
+    ASSERT_TRUE(runs.ok());
+    EXPECT_TRUE(runs->empty()) << name;
+    auto stored = a.server->store()->ListRuns();
+    ASSERT_TRUE(stored.ok());
+    EXPECT_TRUE(stored->empty()) << name << " left records in the state directory";
+  }
+  EXPECT_TRUE(a.client->CreateRun("after", "{}").ok());
+}
+
+}  // namespace
+}  // namespace dots::testing
