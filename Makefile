@@ -4,7 +4,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build test test-tsan demo bench format check-format clean
+.PHONY: deps build test test-tsan demo bench soak fuzz format check-format clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -31,6 +31,16 @@ demo: build
 
 bench: build
 	bash scripts/bench.sh $(BUILD_DIR) $(BENCH_ARGS)
+
+# libFuzzer targets (fuzz/) under ASan + UBSan (clang-14, build-fuzz/), FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh build-fuzz
+
+# 64 trainer ranks against a real dots-server for SOAK_SECONDS (default 30 minutes).
+SOAK_SECONDS ?= 1800
+soak: build
+	$(BUILD_DIR)/bin/dots-bench soak --server-bin $(BUILD_DIR)/bin/dots-server --seconds $(SOAK_SECONDS)
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')
