@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "bench/durability/durability.h"
 #include "bench/load/load.h"
+#include "bench/soak/soak.h"
 #include "bench/trajectory/trajectory.h"
 #include "client/cli/flags.h"
 #include "core/json.h"
@@ -357,7 +358,9 @@ int main(int argc, char** argv) {
       "  load         NextBatch / ReportRollouts QPS and latency against an in-process server\n"
       "               and a bare gRPC baseline (dots-bench load --help)\n"
       "  ingest       durable report ingest next to raw RocksDB puts (dots-bench ingest --help)\n"
-      "  restart      time to reopen a large durable run (dots-bench restart --help)\n";
+      "  restart      time to reopen a large durable run (dots-bench restart --help)\n"
+      "  soak         long training load against dots-server: errors, memory, latency drift\n"
+      "               (dots-bench soak --help)\n";
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::fputs(usage.c_str(), argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
@@ -366,6 +369,7 @@ int main(int argc, char** argv) {
   if (std::string(argv[1]) == "load") return dots::bench::Load(argc, argv);
   if (std::string(argv[1]) == "ingest") return dots::bench::Ingest(argc, argv);
   if (std::string(argv[1]) == "restart") return dots::bench::Restart(argc, argv);
+  if (std::string(argv[1]) == "soak") return dots::bench::Soak(argc, argv);
   std::fprintf(stderr, "dots-bench: unknown command \"%s\"\n\n%s", argv[1], usage.c_str());
   return 2;
 }
