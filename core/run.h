@@ -24,8 +24,8 @@
 // that returns a batch, returns only once its events are durable, so nothing a caller saw can be
 // lost. Run::Open rebuilds a run from its snapshot plus the events after it; a snapshot is
 // written whenever the events since the last one outgrow twice its size (at least 256 MiB), so
-// a restart replays a bounded tail. If a write fails the call returns UNAVAILABLE and the run marks itself
-// broken(): its owner reopens it from the store, which holds exactly what was acknowledged.
+// a restart replays a bounded tail. If a write fails the call returns UNAVAILABLE and the run marks
+// itself broken(): its owner reopens it from the store, which holds exactly what was acknowledged.
 //
 // Retention: step records (batches, with their replay payloads) and plans of rounds more than
 // kRetainedRounds behind the newest issued step are dropped once settled, which bounds memory
