@@ -11,17 +11,17 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   # Numerics: Eigen for GEMM, FAISS for top-k, OpenBLAS so FAISS does not run on reference BLAS.
   libeigen3-dev libfaiss-dev libopenblas-dev libopenblas-openmp-dev
-  # Service support.
-  prometheus-cpp-dev librocksdb-dev
+  # Service support; libssl-dev: SHA-256 and the CSPRNG of bearer tokens (OpenSSL::Crypto).
+  prometheus-cpp-dev librocksdb-dev libssl-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev libbenchmark-dev
   # Python reference tests and clients use /usr/bin/python3 with Debian's packages.
   python3 python3-numpy python3-grpcio python3-protobuf python3-pytest python3-matplotlib
 )
 # Observability and deployment checks (tests/deploy): promtool and a real Prometheus server,
-# YAML for the manifest checks, flock. Not needed to build: the container image's build stage
-# sets DOTS_DEPS_BUILD_ONLY=1 and skips them.
-TEST_PACKAGES=(prometheus python3-yaml util-linux)
+# YAML for the manifest checks, flock; the openssl CLI makes the auth tests' certificates. Not
+# needed to build: the container image's build stage sets DOTS_DEPS_BUILD_ONLY=1 and skips them.
+TEST_PACKAGES=(prometheus python3-yaml util-linux openssl)
 if [ "${DOTS_DEPS_BUILD_ONLY:-0}" != "1" ]; then
   PACKAGES+=("${TEST_PACKAGES[@]}")
 fi

@@ -21,8 +21,11 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/time/time.h"
+#include "core/file_util.h"
+#include "server/auth.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
@@ -68,6 +71,22 @@ ABSL_FLAG(int64_t, wait_slice_ms, 500,
 ABSL_FLAG(int64_t, drain_seconds, 30,
           "On SIGTERM or SIGINT: how long in-flight calls may run before they are cancelled. "
           "Keep it below the orchestrator's termination grace period.");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain of the server (with --tls_key_file): serve TLS. Empty = "
+          "plaintext.");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file (unencrypted).");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA certificates: require mutual TLS, i.e. every client presents a certificate "
+          "signed by one of them (the handshake fails otherwise). Needs --tls_cert_file.");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "File holding the admin bearer token (16 to 4096 printable characters; surrounding "
+          "whitespace ignored). Turns access control on: every dots.v1.Dots call needs "
+          "'authorization: Bearer <token>' with the admin token or the run's own token (returned "
+          "once by CreateRun / ImportRun). Health, reflection and /metrics stay open. Empty = "
+          "no access control.");
+ABSL_FLAG(bool, allow_insecure_tokens, false,
+          "Accept --admin_token_file without TLS (tokens then cross the network readable). "
+          "Only for a loopback listener or TLS terminated by a local proxy.");
 ABSL_FLAG(bool, reflection, true,
           "Serve grpc.reflection.v1alpha.ServerReflection (for grpcurl list/describe).");
 
@@ -84,6 +103,8 @@ int main(int argc, char** argv) {
       "difficulty-targeted online data selection and rollout replay over gRPC "
       "(service dots.v1.Dots, plus grpc.health.v1 and server reflection).\n"
       "Usage: dots-server [--listen=127.0.0.1:50051] [flags]\n"
+      "TLS with --tls_cert_file/--tls_key_file (mutual with --tls_client_ca_file); bearer tokens "
+      "with --admin_token_file.\n"
       "Prints 'dots-server listening on HOST:PORT' once serving. SIGTERM or SIGINT drains (health "
       "NOT_SERVING, new calls UNAVAILABLE, in-flight calls finish within --drain_seconds) and "
       "exits 0; a second signal during the drain exits at once with status 1.");
@@ -122,6 +143,31 @@ int main(int argc, char** argv) {
   options.max_wait = absl::Seconds(absl::GetFlag(FLAGS_max_wait_seconds));
   options.wait_slice = absl::Milliseconds(absl::GetFlag(FLAGS_wait_slice_ms));
   options.enable_reflection = absl::GetFlag(FLAGS_reflection);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  options.allow_insecure_tokens = absl::GetFlag(FLAGS_allow_insecure_tokens);
+  if (const std::string path = absl::GetFlag(FLAGS_admin_token_file); !path.empty()) {
+    absl::StatusOr<std::string> token = dots::ReadFile(path);
+    if (!token.ok()) {
+      std::fprintf(stderr, "dots-server: --admin_token_file: %s\n",
+                   std::string(token.status().message()).c_str());
+      return 2;
+    }
+    options.admin_token = std::string(absl::StripAsciiWhitespace(*token));
+    if (absl::Status valid = dots::ValidateAdminToken(options.admin_token, path); !valid.ok()) {
+      std::fprintf(stderr, "dots-server: --admin_token_file: %s\n",
+                   std::string(valid.message()).c_str());
+      return 2;
+    }
+    if (options.tls_cert_file.empty() && !options.allow_insecure_tokens) {
+      std::fprintf(stderr,
+                   "dots-server: --admin_token_file without TLS: bearer tokens would cross the "
+                   "network readable. Give --tls_cert_file and --tls_key_file, or "
+                   "--allow_insecure_tokens for a loopback listener.\n");
+      return 2;
+    }
+  }
   const int64_t drain_seconds = absl::GetFlag(FLAGS_drain_seconds);
   if (drain_seconds < 0) {
     std::fprintf(stderr, "dots-server: --drain_seconds: %lld < 0\n",

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/file_util.h"
 #include "core/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -44,15 +45,64 @@ absl::Status Server::Options::Validate() const {
   if (wait_slice <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("wait_slice: must be positive");
   }
+  if (tls_cert_file.empty() != tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "tls_cert_file, tls_key_file: give both (TLS) or neither (plaintext)");
+  }
+  if (!tls_client_ca_file.empty() && !tls()) {
+    return absl::InvalidArgumentError(
+        "tls_client_ca_file: mutual TLS needs tls_cert_file and tls_key_file too");
+  }
+  if (!admin_token.empty()) {
+    DOTS_RETURN_IF_ERROR(ValidateAdminToken(admin_token, "admin_token"));
+    if (!tls() && !allow_insecure_tokens) {
+      return absl::InvalidArgumentError(
+          "admin_token: bearer tokens over plaintext would travel readable on the network; "
+          "serve TLS (tls_cert_file, tls_key_file) or set allow_insecure_tokens");
+    }
+  }
   return absl::OkStatus();
 }
 
 Server::Server(Options options) : options_(std::move(options)) {}
 
+namespace {
+
+// The listening credentials of `o`: plaintext, TLS, or mutual TLS. Reads and checks the PEM
+// files first so that errors name the file.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsOf(
+    const Server::Options& o) {
+  if (!o.tls()) return grpc::InsecureServerCredentials();
+  auto read = [](const std::string& path, const char* field) -> absl::StatusOr<std::string> {
+    absl::StatusOr<std::string> text = ReadFile(path);
+    if (!text.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ", text.status().message()));
+    }
+    return text;
+  };
+  DOTS_ASSIGN_OR_RETURN(std::string cert, read(o.tls_cert_file, "tls_cert_file"));
+  DOTS_ASSIGN_OR_RETURN(std::string key, read(o.tls_key_file, "tls_key_file"));
+  DOTS_RETURN_IF_ERROR(CheckPemCertificates(cert, o.tls_cert_file));
+  DOTS_RETURN_IF_ERROR(CheckPemKeyPair(cert, key, o.tls_key_file));
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  if (!o.tls_client_ca_file.empty()) {
+    DOTS_ASSIGN_OR_RETURN(ssl.pem_root_certs, read(o.tls_client_ca_file, "tls_client_ca_file"));
+    DOTS_RETURN_IF_ERROR(CheckPemCertificates(ssl.pem_root_certs, o.tls_client_ca_file));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  ssl.pem_key_cert_pairs.push_back({std::move(key), std::move(cert)});
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   DOTS_RETURN_IF_ERROR(options.Validate());
+  DOTS_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                        ServerCredentialsOf(options));
   std::unique_ptr<Server> server(new Server(std::move(options)));
   const Options& o = server->options_;
+  server->auth_ = std::make_unique<Authenticator>(o.admin_token);
   Run::Options run_options = o.run_options;
   if (!o.state_dir.empty()) {
     DOTS_ASSIGN_OR_RETURN(server->store_, StateStore::Open(o.state_dir, o.sync));
@@ -89,6 +139,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   service_options.max_wait = o.max_wait;
   service_options.wait_slice = o.wait_slice;
   service_options.metrics = server->metrics_.get();
+  service_options.auth = server->auth_.get();
   server->service_ = std::make_unique<DotsService>(server->registry_.get(), server->calls_.get(),
                                                    server->waits_.get(), service_options);
 
@@ -97,7 +148,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   if (o.enable_reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(o.listen_address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(o.listen_address, credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(server->metrics_->NewInterceptorFactory());

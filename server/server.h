@@ -25,6 +25,7 @@
 #include "core/run_registry.h"
 #include "core/state_store.h"
 #include "grpcpp/server.h"
+#include "server/auth.h"
 #include "server/executor.h"
 #include "server/metrics.h"
 #include "server/service.h"
@@ -63,18 +64,31 @@ class Server {
     std::string metrics_listen;
     // Registers grpc.reflection.v1alpha.ServerReflection (process-wide once enabled).
     bool enable_reflection = true;
+    // TLS: PEM files of the server's certificate chain and private key; both empty =
+    // plaintext. With tls_client_ca_file (PEM CA certificates) clients must present a
+    // certificate signed by one of them (mutual TLS); the handshake fails otherwise.
+    std::string tls_cert_file;
+    std::string tls_key_file;
+    std::string tls_client_ca_file;
+    // Bearer tokens (server/auth.h): the admin token itself (dots-server reads it from
+    // --admin_token_file); empty = auth off, every call allowed. Tokens over plaintext are
+    // refused at start unless allow_insecure_tokens (tests, or TLS terminated by a local proxy).
+    std::string admin_token;
+    bool allow_insecure_tokens = false;
     // Called after each run restored at start: (done, total, run id).
     std::function<void(int64_t, int64_t, const std::string&)> restore_progress;
     // Passed to every run (tests substitute a fake clock).
     Run::Options run_options;
 
-    // INVALID_ARGUMENT naming the first bad field. O(1).
+    // INVALID_ARGUMENT naming the first bad field (the TLS files are read in BuildAndStart).
+    // O(1).
     absl::Status Validate() const;
+    bool tls() const { return !tls_cert_file.empty(); }
   };
 
-  // Validates the options, binds and starts serving. Errors: INVALID_ARGUMENT for bad options,
-  // UNAVAILABLE when the address cannot be bound (in use, or not local). Blocks only while
-  // binding.
+  // Validates the options, binds and starts serving. Errors: INVALID_ARGUMENT for bad options
+  // (TLS files that cannot be read or parsed, naming the file), UNAVAILABLE when the address cannot
+  // be bound (in use, or not local). Blocks only while binding.
   static absl::StatusOr<std::unique_ptr<Server>> BuildAndStart(Options options);
 
   // Shutdown(absl::ZeroDuration()) if it has not run.
@@ -113,6 +127,7 @@ class Server {
   // After registry_ (its RunSource reads the registry) and before the gRPC server and the
   // service (their interceptor and hooks call it), so it is destroyed between them.
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<Authenticator> auth_;  // before the service, which borrows it
   std::unique_ptr<Executor> calls_;
   std::unique_ptr<Executor> waits_;
   std::unique_ptr<DotsService> service_;

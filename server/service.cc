@@ -115,6 +115,22 @@ int64_t DotsService::calls_in_flight() const {
   return calls_in_flight_;
 }
 
+absl::Status DotsService::AuthorizeAdmin(const grpc::CallbackServerContext& context) const {
+  if (!auth_enabled()) return absl::OkStatus();
+  return options_.auth->AuthorizeAdmin(context, *registry_);
+}
+
+absl::Status DotsService::AuthorizeRun(const grpc::CallbackServerContext& context,
+                                       const std::string& run_id) const {
+  if (!auth_enabled()) return absl::OkStatus();
+  return options_.auth->AuthorizeRun(context, *registry_, run_id);
+}
+
+absl::Status DotsService::AuthenticateAny(const grpc::CallbackServerContext& context) const {
+  if (!auth_enabled()) return absl::OkStatus();
+  return options_.auth->AuthenticateAny(context, *registry_);
+}
+
 int64_t DotsService::max_chunk_bytes() const {
   const int64_t headroom = std::min<int64_t>(64 << 10, options_.max_message_bytes / 4);
   return std::max(kMinChunkBytes, options_.max_message_bytes - headroom);
@@ -165,7 +181,8 @@ grpc::ServerUnaryReactor* DotsService::RunUnary(grpc::CallbackServerContext* /*c
 grpc::ServerUnaryReactor* DotsService::CreateRun(grpc::CallbackServerContext* context,
                                                  const v1::CreateRunRequest* request,
                                                  v1::RunInfo* response) {
-  return RunUnary(context, [this, request, response]() -> absl::Status {
+  return RunUnary(context, [this, context, request, response]() -> absl::Status {
+    DOTS_RETURN_IF_ERROR(AuthorizeAdmin(*context));
     DOTS_RETURN_IF_ERROR(ValidateRunIdField(request->run_id()));
     const std::string& text = request->config_json();
     absl::StatusOr<RunConfig> config = ParseRunConfig(text.empty() ? "{}" : text);
@@ -173,8 +190,16 @@ grpc::ServerUnaryReactor* DotsService::CreateRun(grpc::CallbackServerContext* co
       return absl::Status(config.status().code(),
                           absl::StrCat("config_json: ", config.status().message()));
     }
-    DOTS_ASSIGN_OR_RETURN(RunEntry entry, registry_->Create(request->run_id(), *config));
+    // With auth on, the run's token is made here and returned once; only its hash is kept.
+    std::string token;
+    if (auth_enabled()) {
+      DOTS_ASSIGN_OR_RETURN(token, GenerateToken());
+    }
+    DOTS_ASSIGN_OR_RETURN(RunEntry entry,
+                          registry_->Create(request->run_id(), *config,
+                                            token.empty() ? std::string() : Sha256(token)));
     FillRunInfo(request->run_id(), entry, response);
+    response->set_token(std::move(token));
     return absl::OkStatus();
   });
 }
@@ -182,7 +207,8 @@ grpc::ServerUnaryReactor* DotsService::CreateRun(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* DotsService::GetRun(grpc::CallbackServerContext* context,
                                               const v1::GetRunRequest* request,
                                               v1::RunInfo* response) {
-  return RunUnary(context, [this, request, response]() -> absl::Status {
+  return RunUnary(context, [this, context, request, response]() -> absl::Status {
+    DOTS_RETURN_IF_ERROR(AuthorizeRun(*context, request->run_id()));
     DOTS_ASSIGN_OR_RETURN(RunEntry entry, LookUpRun(*registry_, request->run_id()));
     FillRunInfo(request->run_id(), entry, response);
     return absl::OkStatus();
@@ -192,7 +218,8 @@ grpc::ServerUnaryReactor* DotsService::GetRun(grpc::CallbackServerContext* conte
 grpc::ServerUnaryReactor* DotsService::ListRuns(grpc::CallbackServerContext* context,
                                                 const v1::ListRunsRequest* /*request*/,
                                                 v1::ListRunsResponse* response) {
-  return RunUnary(context, [this, response]() -> absl::Status {
+  return RunUnary(context, [this, context, response]() -> absl::Status {
+    DOTS_RETURN_IF_ERROR(AuthorizeAdmin(*context));
     for (const auto& [id, entry] : registry_->List()) FillRunInfo(id, entry, response->add_runs());
     return absl::OkStatus();
   });
@@ -201,7 +228,8 @@ grpc::ServerUnaryReactor* DotsService::ListRuns(grpc::CallbackServerContext* con
 grpc::ServerUnaryReactor* DotsService::DeleteRun(grpc::CallbackServerContext* context,
                                                  const v1::DeleteRunRequest* request,
                                                  v1::DeleteRunResponse* /*response*/) {
-  return RunUnary(context, [this, request]() -> absl::Status {
+  return RunUnary(context, [this, context, request]() -> absl::Status {
+    DOTS_RETURN_IF_ERROR(AuthorizeRun(*context, request->run_id()));
     DOTS_RETURN_IF_ERROR(ValidateRunIdField(request->run_id()));
     DOTS_RETURN_IF_ERROR(registry_->Delete(request->run_id()));
     if (options_.metrics != nullptr) options_.metrics->RemoveRun(request->run_id());
@@ -214,7 +242,8 @@ grpc::ServerUnaryReactor* DotsService::DeleteRun(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* DotsService::GetEstimates(grpc::CallbackServerContext* context,
                                                     const v1::GetEstimatesRequest* request,
                                                     v1::GetEstimatesResponse* response) {
-  return RunUnary(context, [this, request, response]() -> absl::Status {
+  return RunUnary(context, [this, context, request, response]() -> absl::Status {
+    DOTS_RETURN_IF_ERROR(AuthorizeRun(*context, request->run_id()));
     if (request->page_size() < 0) {
       return absl::InvalidArgumentError(absl::StrCat("page_size: ", request->page_size(), " < 0"));
     }
@@ -264,7 +293,8 @@ grpc::ServerUnaryReactor* DotsService::GetEstimates(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* DotsService::GetRunStats(grpc::CallbackServerContext* context,
                                                    const v1::GetRunStatsRequest* request,
                                                    v1::RunStats* response) {
-  return RunUnary(context, [this, request, response]() -> absl::Status {
+  return RunUnary(context, [this, context, request, response]() -> absl::Status {
+    DOTS_RETURN_IF_ERROR(AuthorizeRun(*context, request->run_id()));
     DOTS_ASSIGN_OR_RETURN(RunEntry entry, LookUpRun(*registry_, request->run_id()));
     FillRunStats(entry.run->Stats(), response);
     return absl::OkStatus();
@@ -314,6 +344,7 @@ class DotsService::NextBatchReactor final : public grpc::ServerWriteReactor<v1::
   absl::Status Prepare(const grpc::CallbackServerContext& context,
                        const v1::NextBatchRequest& request) {
     DOTS_RETURN_IF_ERROR(service_->CheckServing());
+    DOTS_RETURN_IF_ERROR(service_->AuthorizeRun(context, request.run_id()));
     if (request.step() < 0) {
       return absl::InvalidArgumentError(absl::StrCat("step: ", request.step(), " < 0"));
     }
@@ -435,6 +466,7 @@ class DotsService::ReportRolloutsReactor final
  private:
   absl::Status Consume(v1::ReportRolloutsRequest& request) override {
     if (messages() == 1) {
+      DOTS_RETURN_IF_ERROR(service_->AuthorizeRun(*context(), request.run_id()));
       if (request.run_id().empty()) {
         return absl::InvalidArgumentError("run_id: missing in the stream's first message");
       }
@@ -492,7 +524,8 @@ grpc::ServerReadReactor<v1::ReportRolloutsRequest>* DotsService::ReportRollouts(
     grpc::CallbackServerContext* context, v1::ReportRolloutsResponse* response) {
   CallStarted();
   auto* reactor = new ReportRolloutsReactor(this, context, response);
-  reactor->Start(CheckServing());
+  absl::Status serving = CheckServing();
+  reactor->Start(serving.ok() ? AuthenticateAny(*context) : serving);
   return reactor;
 }
 

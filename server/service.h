@@ -15,6 +15,10 @@
 // the service is starting or draining gets UNAVAILABLE (retryable); calls already in flight when
 // draining begins run to completion, except NextBatch waits, which end with UNAVAILABLE.
 //
+// Access control (ServiceOptions::auth, server/auth.h): every handler checks the caller's bearer
+// token before it validates or applies anything; the rules per RPC are in the proto's header.
+// CreateRun and ImportRun then generate the new run's token and return it in RunInfo.token.
+//
 // Sources: service.cc (runs, inspection, NextBatch, ReportRollouts), service_pool.cc
 // (UpsertQuestions, ImportPool), service_internal.h (what they share), batch_stream.h (the
 // chunk codecs).
@@ -31,6 +35,7 @@
 #include "absl/time/time.h"
 #include "core/run_registry.h"
 #include "dots/v1/dots.grpc.pb.h"
+#include "server/auth.h"
 #include "server/executor.h"
 #include "server/metrics.h"
 
@@ -54,6 +59,8 @@ struct ServiceOptions {
   // Borrowed, may be null: receives replay ages (NextBatch), prediction errors
   // (ReportRollouts) and run deletions. RPC counts and latencies come from its interceptor.
   Metrics* metrics = nullptr;
+  // Borrowed, may be null (= auth off): the bearer-token checks of every call (server/auth.h).
+  const Authenticator* auth = nullptr;
 };
 
 class DotsService final : public v1::Dots::CallbackService {
@@ -125,6 +132,13 @@ class DotsService final : public v1::Dots::CallbackService {
   void CallEnded();
   // OK while serving; UNAVAILABLE (starting or draining) otherwise.
   absl::Status CheckServing() const;
+  // Bearer-token checks (server/auth.h); OK when auth is off. AuthorizeRun allows the admin
+  // token and run `run_id`'s own token; AuthorizeAdmin only the admin token.
+  absl::Status AuthorizeAdmin(const grpc::CallbackServerContext& context) const;
+  absl::Status AuthorizeRun(const grpc::CallbackServerContext& context,
+                            const std::string& run_id) const;
+  absl::Status AuthenticateAny(const grpc::CallbackServerContext& context) const;
+  bool auth_enabled() const { return options_.auth != nullptr && options_.auth->enabled(); }
   // Runs `work` on the `calls` executor and finishes the unary call with its status.
   template <typename Work>
   grpc::ServerUnaryReactor* RunUnary(grpc::CallbackServerContext* context, Work work);

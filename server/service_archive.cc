@@ -13,7 +13,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/run_archive.h"
+#include "core/state_store.h"
 #include "core/status_macros.h"
+#include "dots/state/v1/state.pb.h"
+#include "rocksdb/write_batch.h"
+#include "server/auth.h"
 #include "server/grpc_status.h"
 #include "server/service.h"
 #include "server/service_internal.h"
@@ -38,6 +42,21 @@ absl::Status NeedsStore(const RunRegistry& registry) {
       "no archives to export or import");
 }
 
+// Rewrites the token hash of stored run `id`'s meta record, durably. A crash between the import
+// and this write leaves the run with the archived hash (the exported run's token, if any, and
+// the admin token reach it); the caller saw no answer and may delete it as admin.
+absl::Status SetStoredTokenHash(StateStore& store, const std::string& id, std::string hash) {
+  DOTS_ASSIGN_OR_RETURN(std::string value, store.Get(RunMetaKey(id)));
+  state::v1::RunMeta meta;
+  if (!meta.ParseFromString(value)) {
+    return absl::InternalError(absl::StrCat("run \"", id, "\": its meta record does not parse"));
+  }
+  meta.set_token_sha256(std::move(hash));
+  rocksdb::WriteBatch batch;
+  batch.Put(RunMetaKey(id), meta.SerializeAsString());
+  return store.Write(std::move(batch));
+}
+
 }  // namespace
 
 // ---- ExportRun ----
@@ -45,10 +64,12 @@ absl::Status NeedsStore(const RunRegistry& registry) {
 // Writes the archive on the `waits` executor into a bounded queue that gRPC drains.
 class DotsService::ExportRunReactor final : public QueuedWriteReactor<v1::ExportRunChunk> {
  public:
-  ExportRunReactor(DotsService* service, const v1::ExportRunRequest& request)
+  ExportRunReactor(DotsService* service, const grpc::CallbackServerContext& context,
+                   const v1::ExportRunRequest& request)
       : QueuedWriteReactor(kMaxQueuedChunks), service_(service), request_(request) {
     service_->CallStarted();
     absl::Status serving = service_->CheckServing();
+    if (serving.ok()) serving = service_->AuthorizeRun(context, request.run_id());
     if (!serving.ok()) {
       Finish(ToGrpcStatus(serving));
       return;
@@ -81,8 +102,8 @@ class DotsService::ExportRunReactor final : public QueuedWriteReactor<v1::Export
 };
 
 grpc::ServerWriteReactor<v1::ExportRunChunk>* DotsService::ExportRun(
-    grpc::CallbackServerContext* /*context*/, const v1::ExportRunRequest* request) {
-  return new ExportRunReactor(this, *request);
+    grpc::CallbackServerContext* context, const v1::ExportRunRequest* request) {
+  return new ExportRunReactor(this, *context, *request);
 }
 
 // ---- ImportRun ----
@@ -150,8 +171,16 @@ class DotsService::ImportRunReactor final
           absl::StrCat("run_id: run \"", id, "\" already exists; import it --as another id"));
     }
     DOTS_RETURN_IF_ERROR(ImportRunArchive(*registry.store(), path_, id).status());
+    // With auth on, the imported run gets a token of its own (the exported run's token stays
+    // with the exported run): its hash replaces the archived one before the run is opened.
+    std::string token;
+    if (service_->auth_enabled()) {
+      DOTS_ASSIGN_OR_RETURN(token, GenerateToken());
+      DOTS_RETURN_IF_ERROR(SetStoredTokenHash(*registry.store(), id, Sha256(token)));
+    }
     DOTS_ASSIGN_OR_RETURN(RunEntry entry, registry.Adopt(id));
     FillRunInfo(id, entry, response);
+    response->set_token(std::move(token));
     return absl::OkStatus();
   }
 
@@ -166,7 +195,8 @@ grpc::ServerReadReactor<v1::ImportRunRequest>* DotsService::ImportRun(
     grpc::CallbackServerContext* context, v1::RunInfo* response) {
   auto* reactor = new ImportRunReactor(this, context, response);
   CallStarted();
-  reactor->Start(CheckServing());
+  absl::Status serving = CheckServing();
+  reactor->Start(serving.ok() ? AuthorizeAdmin(*context) : serving);
   return reactor;
 }
 

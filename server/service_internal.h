@@ -95,6 +95,7 @@ class ClientStreamReactor : public grpc::ServerReadReactor<Request> {
   // Applies the whole stream (on the executor), filling the response.
   virtual absl::Status Apply(Response* response) = 0;
   int64_t messages() const { return messages_; }
+  grpc::CallbackServerContext* context() const { return context_; }
 
  private:
   void EndOfStream() {

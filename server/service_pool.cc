@@ -49,6 +49,7 @@ class DotsService::UpsertQuestionsReactor final
  private:
   absl::Status Consume(v1::UpsertQuestionsRequest& request) override {
     if (messages() == 1) {
+      DOTS_RETURN_IF_ERROR(service_->AuthorizeRun(*context(), request.run_id()));
       if (request.run_id().empty()) {
         return absl::InvalidArgumentError("run_id: missing in the stream's first message");
       }
@@ -154,7 +155,8 @@ grpc::ServerReadReactor<v1::UpsertQuestionsRequest>* DotsService::UpsertQuestion
     grpc::CallbackServerContext* context, v1::UpsertQuestionsResponse* response) {
   CallStarted();
   auto* reactor = new UpsertQuestionsReactor(this, context, response);
-  reactor->Start(CheckServing());
+  absl::Status serving = CheckServing();
+  reactor->Start(serving.ok() ? AuthenticateAny(*context) : serving);
   return reactor;
 }
 
@@ -164,10 +166,14 @@ grpc::ServerReadReactor<v1::UpsertQuestionsRequest>* DotsService::UpsertQuestion
 // loading thread never waits for the client.
 class DotsService::ImportPoolReactor final : public QueuedWriteReactor<v1::ImportPoolProgress> {
  public:
-  ImportPoolReactor(DotsService* service, const v1::ImportPoolRequest& request)
+  ImportPoolReactor(DotsService* service, const grpc::CallbackServerContext& context,
+                    const v1::ImportPoolRequest& request)
       : QueuedWriteReactor(/*max_queued=*/SIZE_MAX), service_(service), request_(request) {
     service_->CallStarted();
     absl::Status serving = service_->CheckServing();
+    // The admin's alone: it reads files of the server's filesystem (and names them and their
+    // lines in errors), which no run's token may reach.
+    if (serving.ok()) serving = service_->AuthorizeAdmin(context);
     if (!serving.ok()) {
       Finish(ToGrpcStatus(serving));
       return;
@@ -216,7 +222,7 @@ class DotsService::ImportPoolReactor final : public QueuedWriteReactor<v1::Impor
 };
 
 grpc::ServerWriteReactor<v1::ImportPoolProgress>* DotsService::ImportPool(
-    grpc::CallbackServerContext* /*context*/, const v1::ImportPoolRequest* request) {
-  return new ImportPoolReactor(this, *request);
+    grpc::CallbackServerContext* context, const v1::ImportPoolRequest* request) {
+  return new ImportPoolReactor(this, *context, *request);
 }
 }  // namespace dots

@@ -10,6 +10,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/file_util.h"
 #include "dots/v1/dots.grpc.pb.h"
 
 namespace dots {
@@ -47,7 +48,7 @@ bool IsRetryable(const grpc::Status& s) {
 }
 
 RunInfo FromProto(const pb::RunInfo& p) {
-  return RunInfo{p.run_id(), p.config_json(), p.pool_size(), p.created_unix_seconds()};
+  return RunInfo{p.run_id(), p.config_json(), p.pool_size(), p.created_unix_seconds(), p.token()};
 }
 
 void ToProto(const Question& q, const float* embedding, int64_t dim, pb::Question* p) {
@@ -180,11 +181,25 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(Options options) {
     args.SetMaxReceiveMessageSize(
         static_cast<int>(std::min<int64_t>(options.max_chunk_bytes + kMiB, INT32_MAX)));
   }
+  if (options.tls_cert_chain_pem.empty() != options.tls_private_key_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "Options.tls_cert_chain_pem / tls_private_key_pem: give both (mutual TLS) or neither");
+  }
+  if (!options.use_tls &&
+      (!options.tls_root_certs_pem.empty() || !options.tls_cert_chain_pem.empty() ||
+       !options.tls_server_name_override.empty())) {
+    return absl::InvalidArgumentError("Options.use_tls: TLS settings are given but use_tls is off");
+  }
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   if (options.use_tls) {
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = options.tls_root_certs_pem;
+    ssl.pem_cert_chain = options.tls_cert_chain_pem;
+    ssl.pem_private_key = options.tls_private_key_pem;
     credentials = grpc::SslCredentials(ssl);
+    if (!options.tls_server_name_override.empty()) {
+      args.SetSslTargetNameOverride(options.tls_server_name_override);
+    }
   } else {
     credentials = grpc::InsecureChannelCredentials();
   }
@@ -194,6 +209,31 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(Options options) {
   client->impl_ =
       std::make_unique<Impl>(client->options_, std::move(channel), &client->total_retries_);
   return client;
+}
+
+absl::Status Client::LoadTlsFiles(const std::string& ca_file, const std::string& cert_file,
+                                  const std::string& key_file, Options* options) {
+  if (cert_file.empty() != key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "TLS client certificate: give the certificate file and the key file together");
+  }
+  Options loaded = *options;
+  loaded.use_tls = true;
+  if (!ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile(ca_file);
+    if (!ca.ok()) return ca.status();
+    loaded.tls_root_certs_pem = std::move(*ca);
+  }
+  if (!cert_file.empty()) {
+    absl::StatusOr<std::string> cert = ReadFile(cert_file);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFile(key_file);
+    if (!key.ok()) return key.status();
+    loaded.tls_cert_chain_pem = std::move(*cert);
+    loaded.tls_private_key_pem = std::move(*key);
+  }
+  *options = std::move(loaded);
+  return absl::OkStatus();
 }
 
 Client::Client(Options options, std::unique_ptr<Impl> impl)

@@ -59,6 +59,9 @@ struct RunInfo {
   std::string config_json;  // canonical config: every key with its effective value
   int64_t pool_size = 0;
   int64_t created_unix_seconds = 0;
+  // The run's bearer token: only from CreateRun and ImportRun on a server with access control
+  // on (dots-server --admin_token_file), and never again. Empty otherwise.
+  std::string token{};
 };
 
 // Progress of a server-side ImportPool; the last message has done = true.
@@ -96,14 +99,26 @@ class Client {
     // alone in a message of its own (the server then decides whether it fits its limit).
     int64_t max_request_bytes = 1 << 20;
     // Transport security: false = plaintext (development, service-mesh mTLS); true = TLS with
-    // `tls_root_certs_pem` (empty = the system roots).
+    // `tls_root_certs_pem` (empty = the system roots). For servers that require mutual TLS
+    // (dots-server --tls_client_ca_file), the client's PEM certificate chain and private key;
+    // both or neither, and only with use_tls. The server's certificate must name the host of
+    // `target` (a DNS or IP subjectAltName) unless tls_server_name_override is set.
     bool use_tls = false;
     std::string tls_root_certs_pem{};
+    std::string tls_cert_chain_pem{};
+    std::string tls_private_key_pem{};
+    std::string tls_server_name_override{};
   };
 
   // Progress of an upload: questions handed to the transport so far, of `total`.
   using UploadProgress = std::function<void(int64_t sent, int64_t total)>;
   using ImportProgressCallback = std::function<void(const ImportProgress&)>;
+
+  // Reads the PEM files of a TLS connection into `options` and sets use_tls: `ca_file` (empty =
+  // the system roots), `cert_file` and `key_file` (both or neither). NOT_FOUND / INTERNAL naming
+  // the file, INVALID_ARGUMENT for a certificate without key or the reverse. Blocks on I/O.
+  static absl::Status LoadTlsFiles(const std::string& ca_file, const std::string& cert_file,
+                                   const std::string& key_file, Options* options);
 
   // Validates the options (INVALID_ARGUMENT naming the field) and creates the channel. Does not
   // connect: the first call does, so creating a client for a server that is not up yet is fine.

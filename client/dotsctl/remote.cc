@@ -24,15 +24,24 @@ std::string EnvOr(const char* name, const std::string& fallback) {
 }  // namespace
 
 bool IsConnectionFlag(std::string_view name) {
-  return name == "server" || name == "token" || name == "json" || name == "timeout";
+  return name == "server" || name == "token" || name == "json" || name == "timeout" ||
+         name == "tls" || name == "ca_file" || name == "cert_file" || name == "key_file";
 }
 
-bool IsBoolConnectionFlag(std::string_view name) { return name == "json"; }
+bool IsBoolConnectionFlag(std::string_view name) { return name == "json" || name == "tls"; }
 
 void AddConnectionFlags(cli::FlagSet* flags, double default_timeout_seconds) {
   flags->Add("server", "dots-server address host:port (env DOTS_SERVER)",
              EnvOr("DOTS_SERVER", kDefaultServer));
   flags->Add("token", "bearer token sent with every call (env DOTS_TOKEN)");
+  flags->AddBool("tls", "connect with TLS, trusting the system's CA roots (implied by --ca_file)");
+  flags->Add("ca_file",
+             "PEM CA certificates that sign the server's certificate: TLS (env "
+             "DOTS_CA_FILE)");
+  flags->Add("cert_file",
+             "PEM client certificate for mutual TLS, with --key_file (env "
+             "DOTS_CERT_FILE)");
+  flags->Add("key_file", "PEM private key of --cert_file (env DOTS_KEY_FILE)");
   flags->AddBool("json", "machine output (the JSON shapes of `dotsctl --help`; the default too)");
   flags->Add("timeout", "deadline of each call in seconds, retries included",
              absl::StrCat(default_timeout_seconds));
@@ -49,6 +58,19 @@ absl::StatusOr<std::unique_ptr<Client>> ConnectFromFlags(const cli::FlagSet& fla
         absl::StrCat("--timeout: ", *timeout, " must be a positive number of seconds"));
   }
   options.default_deadline = absl::Seconds(*timeout);
+  auto flag_or_env = [&flags](const char* flag, const char* env) {
+    return flags.Has(flag) ? flags.Get(flag) : EnvOr(env, "");
+  };
+  const std::string ca_file = flag_or_env("ca_file", "DOTS_CA_FILE");
+  const std::string cert_file = flag_or_env("cert_file", "DOTS_CERT_FILE");
+  const std::string key_file = flag_or_env("key_file", "DOTS_KEY_FILE");
+  if (flags.GetBool("tls") || !ca_file.empty() || !cert_file.empty() || !key_file.empty()) {
+    absl::Status loaded = Client::LoadTlsFiles(ca_file, cert_file, key_file, &options);
+    if (!loaded.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--ca_file/--cert_file/--key_file: ", loaded.message()));
+    }
+  }
   return Client::Create(std::move(options));
 }
 

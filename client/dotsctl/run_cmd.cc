@@ -16,7 +16,8 @@ constexpr double kTimeoutSeconds = 30;
 constexpr char kRunUsage[] =
     "usage: dotsctl run SUBCOMMAND RUN [flags]\n\n"
     "subcommands:\n"
-    "  create RUN [--config FILE.json]   create a run; prints {\"run_id\", \"config\"}\n"
+    "  create RUN [--config FILE.json]   create a run; prints {\"run_id\", \"config\"} (and\n"
+    "                                    \"token\" when the server has access control)\n"
     "  get RUN                           prints {\"run_id\", \"config\", \"pool_size\",\n"
     "                                    \"created_unix_seconds\"}\n"
     "  list                              prints {\"runs\": [ ...as get... ]}\n"
@@ -26,12 +27,24 @@ constexpr char kRunUsage[] =
     "  import FILE [--as RUN]            creates a run from an archive; prints as get\n\n"
     "Run `dotsctl run SUBCOMMAND --help` for the flags.\n";
 
+// `json` (an object) with "token": `token` added last, when the server sent one.
+std::string WithToken(std::string json, const std::string& token) {
+  if (token.empty() || json.empty() || json.back() != '}') return json;
+  json.pop_back();
+  json += ", \"token\": ";
+  AppendJsonString(token, &json);
+  json += "}";
+  return json;
+}
+
 int Create(int argc, char** argv) {
   cli::FlagSet flags("dotsctl run create RUN [--config FILE.json]",
                      "Creates run RUN (1-128 characters of [A-Za-z0-9._-]) from a JSON config; "
                      "absent keys\nkeep the paper's defaults, unknown keys are errors. Prints "
                      "{\"run_id\": ..., \"config\": {...}}\nwith the canonical config (every key "
-                     "with its effective value).");
+                     "with its effective value). On a server with access\ncontrol, also "
+                     "\"token\": the run's bearer token, shown this once: keep it for the run's\n"
+                     "trainers (--token or $DOTS_TOKEN).");
   flags.Add("config", "run config JSON file (default: {} = the paper's defaults)");
   AddConnectionFlags(&flags, kTimeoutSeconds);
   const SplitArgs args = SplitPositionals(argc, argv, 3, {});
@@ -46,7 +59,7 @@ int Create(int argc, char** argv) {
   if (client == nullptr) return 2;
   absl::StatusOr<RunInfo> run = client->CreateRun(args.positionals[0], config);
   if (!run.ok()) return Fail(run.status());
-  PrintJson(RunInfoToJson(*run, /*details=*/false));
+  PrintJson(WithToken(RunInfoToJson(*run, /*details=*/false), run->token));
   return 0;
 }
 
@@ -148,7 +161,7 @@ int Import(int argc, char** argv) {
   absl::StatusOr<RunInfo> run =
       client->ImportRun(args.positionals[0], flags.Has("as") ? flags.Get("as") : "");
   if (!run.ok()) return Fail(run.status());
-  PrintJson(RunInfoToJson(*run, /*details=*/true));
+  PrintJson(WithToken(RunInfoToJson(*run, /*details=*/true), run->token));
   return 0;
 }
 

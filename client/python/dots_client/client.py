@@ -101,12 +101,24 @@ class Group:
 
 
 def _run_info_to_dict(info) -> Dict[str, Any]:
-    return {
+    out = {
         "run_id": info.run_id,
         "config": json.loads(info.config_json) if info.config_json else {},
         "pool_size": info.pool_size,
         "created_unix_seconds": info.created_unix_seconds,
     }
+    # Only CreateRun on a server with access control sends the run's token (this once).
+    if info.token:
+        out["token"] = info.token
+    return out
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"{what}: {path}: {e.strerror}") from None
 
 
 def _parse_metadata(text: str, key: str) -> Any:
@@ -122,8 +134,14 @@ class Client:
     """A connection to one dots-server.
 
     Args:
-      target: "HOST:PORT" of the server (insecure channel).
-      token: when set, sent as `authorization: Bearer <token>` metadata on every call.
+      target: "HOST:PORT" of the server.
+      token: when set, sent as `authorization: Bearer <token>` metadata on every call: the
+        server's admin token, or a run's token (the "token" of create_run's result).
+      ca_file: PEM CA certificates that sign the server's certificate; connects with TLS.
+      cert_file, key_file: PEM client certificate and its private key, for servers that require
+        mutual TLS (dots-server --tls_client_ca_file); connects with TLS.
+      tls: connect with TLS even without the files above (trusting the system's CA roots).
+        Default: TLS exactly when one of the files is given; otherwise plaintext.
       timeout: seconds each method may take in total, retries and backoff included.
       max_attempts: tries of an idempotent call while the server answers UNAVAILABLE.
       initial_backoff, max_backoff: seconds slept before the 2nd attempt, doubling up to the cap.
@@ -139,6 +157,10 @@ class Client:
         max_attempts: int = 5,
         initial_backoff: float = 0.1,
         max_backoff: float = 2.0,
+        ca_file: Optional[str] = None,
+        cert_file: Optional[str] = None,
+        key_file: Optional[str] = None,
+        tls: Optional[bool] = None,
     ):
         if max_attempts < 1:
             raise ValueError(f"max_attempts: {max_attempts} < 1")
@@ -150,7 +172,21 @@ class Client:
         self.initial_backoff = float(initial_backoff)
         self.max_backoff = float(max_backoff)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._channel = grpc.insecure_channel(target)
+        if bool(cert_file) != bool(key_file):
+            raise ValueError("cert_file, key_file: give both (mutual TLS) or neither")
+        if tls is None:
+            tls = bool(ca_file or cert_file)
+        if tls:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read_file(ca_file, "ca_file") if ca_file else None,
+                private_key=_read_file(key_file, "key_file") if key_file else None,
+                certificate_chain=_read_file(cert_file, "cert_file") if cert_file else None,
+            )
+            self._channel = grpc.secure_channel(target, credentials)
+        elif ca_file or cert_file:
+            raise ValueError("tls=False contradicts ca_file / cert_file")
+        else:
+            self._channel = grpc.insecure_channel(target)
         self._stub = dots_pb2_grpc.DotsStub(self._channel)
 
     def close(self) -> None:
@@ -206,7 +242,8 @@ class Client:
     def create_run(self, run_id: str, config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """Creates a run; config is a dict of core/run_config.h keys ({} = paper defaults).
 
-        Returns {run_id, config (canonical, every key), pool_size, created_unix_seconds}.
+        Returns {run_id, config (canonical, every key), pool_size, created_unix_seconds}, plus
+        "token" (the run's bearer token, returned this once) when the server has access control.
         Not retried. Errors: INVALID_ARGUMENT naming the key, ALREADY_EXISTS.
         """
         request = dots_pb2.CreateRunRequest(run_id=run_id, config_json=json.dumps(config or {}))
