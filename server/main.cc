@@ -7,6 +7,7 @@
 //
 // Signals are blocked in every thread (the mask is set before gRPC starts its threads) and
 // received synchronously with sigwait in main, so no work runs in a signal handler.
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -91,6 +92,11 @@ ABSL_FLAG(bool, reflection, true,
           "Serve grpc.reflection.v1alpha.ServerReflection (for grpcurl list/describe).");
 
 int main(int argc, char** argv) {
+  // glibc gives each of gRPC's many threads its own malloc arena; payload-sized buffers freed
+  // on other threads then pin memory in every arena, and the resident size creeps up for
+  // minutes (measured with dots-bench soak: 2.5x the resident size with the default). Two
+  // arenas keep it flat at no measurable cost in throughput.
+  mallopt(M_ARENA_MAX, 2);
   // --help lists the flags of this file (absl matches the binary's name by default, which
   // differs from main.cc).
   absl::FlagsUsageConfig usage;
