@@ -298,6 +298,10 @@ class Run {
   // Records round `round`'s freshly made plan (its result, so replay need not recompute it).
   void LogPlanLocked(int64_t round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void PlanToRecord(int64_t round, const RoundPlan& plan, state::v1::RoundPlanRecord* r);
+  // DATA_LOSS naming `where` when a question index read back from the store is outside the
+  // pool (a hostile or corrupted archive must not index past it).
+  absl::Status CheckStoredQuestionLocked(int64_t q, std::string_view where) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Restores a recorded plan into plans_; DATA_LOSS for questions outside the pool.
   absl::Status PlanFromRecordLocked(const state::v1::RoundPlanRecord& r)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -155,14 +155,16 @@ void Run::PlanToRecord(int64_t round, const RoundPlan& plan, state::v1::RoundPla
   r->mutable_p_hat()->Add(plan.p_hat.begin(), plan.p_hat.end());
 }
 
+absl::Status Run::CheckStoredQuestionLocked(int64_t q, std::string_view where) const {
+  if (q >= 0 && q < pool_.size()) return absl::OkStatus();
+  return DataLoss(id_, absl::StrFormat("%s: question %d outside the pool of %d", std::string(where),
+                                       q, pool_.size()));
+}
+
 absl::Status Run::PlanFromRecordLocked(const state::v1::RoundPlanRecord& r) {
+  const std::string where = absl::StrCat("plan of round ", r.round());
   for (const auto* list : {&r.candidates(), &r.inline_refs(), &r.paper_refs()}) {
-    for (int64_t q : *list) {
-      if (q < 0 || q >= pool_.size()) {
-        return DataLoss(id_, absl::StrFormat("plan of round %d: question %d outside the pool of %d",
-                                             r.round(), q, pool_.size()));
-      }
-    }
+    for (int64_t q : *list) DOTS_RETURN_IF_ERROR(CheckStoredQuestionLocked(q, where));
   }
   RoundPlan& plan = plans_[r.round()];
   plan.round = r.round();
@@ -291,12 +293,8 @@ void Run::FillSnapshotLocked(RunSnapshot* snap) {
 
 absl::Status Run::RestoreSnapshotLocked(const RunSnapshot& snap) {
   const int64_t n = pool_.size();
-  auto check_question = [&](int64_t q, std::string_view where) -> absl::Status {
-    if (q < 0 || q >= n) {
-      return DataLoss(id_, absl::StrFormat("snapshot %s: question %d outside the pool of %d",
-                                           std::string(where), q, n));
-    }
-    return absl::OkStatus();
+  auto check_question = [&](int64_t q, std::string_view where) {
+    return CheckStoredQuestionLocked(q, absl::StrCat("snapshot ", std::string(where)));
   };
   last_event_ = snap.last_event();
   const state::v1::RunStatsRecord& st = snap.stats();
@@ -473,7 +471,7 @@ absl::Status Run::ApplyEventLocked(const RunEvent& event) {
       StepRecord& record = paper_ref_steps_[first_step];
       record.round = p.round();
       for (int64_t q : plan.paper_refs) {
-        if (q < 0 || q >= pool_.size()) return DataLoss(id_, "paper references outside the pool");
+        DOTS_RETURN_IF_ERROR(CheckStoredQuestionLocked(q, "paper references"));
         IssueLocked(first_step, record, q, ItemRole::kReference, /*training=*/false,
                     FromMicros(p.now_unix_micros()));
       }

@@ -460,27 +460,6 @@ INSTANTIATE_TEST_SUITE_P(Transports, AuthMatrixTest,
 
 // ---- what stays open, and what the server refuses to start with ----
 
-// GET http://127.0.0.1:port/path over HTTP/1.0; empty on any socket error.
-std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buffer[65536];
-      ssize_t n;
-      while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
-    }
-  }
-  close(fd);
-  return response;
-}
-
 // A TLS server with tokens on, reached by the fixture's raw helpers over a TLS channel that
 // carries no token.
 class AuthOpenServicesTest : public ServerTest {

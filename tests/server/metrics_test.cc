@@ -27,6 +27,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "gtest/gtest.h"
+#include "tests/server/test_server.h"
 
 namespace dots {
 namespace {
@@ -36,27 +37,7 @@ using ::testing::Not;
 
 // ---- a minimal scraper and exposition-format parser ----
 
-// GET http://127.0.0.1:port/metrics over HTTP/1.0 (the server closes the connection, so the
-// body is everything after the headers). Empty on any socket error.
-std::string HttpGet(int port, const std::string& path = "/metrics") {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buffer[65536];
-      ssize_t n;
-      while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
-    }
-  }
-  close(fd);
-  return response;
-}
+using testing::HttpGet;  // tests/server/test_server.h
 
 std::string Scrape(const Metrics& metrics) {
   const std::string response = HttpGet(metrics.port());

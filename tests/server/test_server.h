@@ -6,7 +6,10 @@
 #ifndef DOTS_TESTS_SERVER_TEST_SERVER_H_
 #define DOTS_TESTS_SERVER_TEST_SERVER_H_
 
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -103,6 +106,28 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// GET http://127.0.0.1:port/path (default /metrics) over HTTP/1.0 (the server closes the
+// connection, so the body is everything after the headers). Empty on any socket error.
+inline std::string HttpGet(int port, const std::string& path = "/metrics") {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+      char buffer[65536];
+      ssize_t n;
+      while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
+    }
+  }
+  close(fd);
+  return response;
+}
 
 // Starts a server on 127.0.0.1:0; fails the test if it cannot.
 inline std::unique_ptr<Server> StartTestServer(Server::Options options = Server::Options()) {
