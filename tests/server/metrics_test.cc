@@ -383,10 +383,16 @@ TEST(MetricsTest, OpenFdsFollowsTheProcess) {
   ASSERT_NE(metrics, nullptr);
   const double before = *Value(ParseSamples(Scrape(*metrics)), "process_open_fds");
   std::vector<int> fds;
-  for (int i = 0; i < 10; ++i) fds.push_back(dup(0));
+  for (int i = 0; i < 50; ++i) fds.push_back(dup(0));
   const double during = *Value(ParseSamples(Scrape(*metrics)), "process_open_fds");
   for (int fd : fds) close(fd);
-  EXPECT_EQ(during - before, 10);
+  const double after = *Value(ParseSamples(Scrape(*metrics)), "process_open_fds");
+  // The HTTP server may hold a connection socket or two of its own while a scrape is served
+  // (the previous scrape's connection can still be closing), so allow a small slack.
+  EXPECT_GE(during - before, 50 - 2);
+  EXPECT_LE(during - before, 50 + 2);
+  EXPECT_GE(during - after, 50 - 2);
+  EXPECT_LE(during - after, 50 + 2);
 }
 
 TEST(MetricsTest, RunSourceRefreshesEveryScrapeAndDropsVanishedRuns) {
