@@ -174,9 +174,11 @@ uint32_t Crc32c(std::string_view data, uint32_t crc) {
   return ~crc;
 }
 
-absl::Status ExportRunArchive(StateStore& store, std::string_view run,
-                              const std::function<absl::Status(std::string_view)>& sink) {
-  rocksdb::DB* db = store.db();
+namespace {
+
+// The export itself, from an open database (StateStore::Read holds it open).
+absl::Status ExportFrom(rocksdb::DB* db, std::string_view run,
+                        const std::function<absl::Status(std::string_view)>& sink) {
   const rocksdb::Snapshot* snapshot = db->GetSnapshot();
   std::unique_ptr<const rocksdb::Snapshot, std::function<void(const rocksdb::Snapshot*)>> release(
       snapshot, [db](const rocksdb::Snapshot* s) { db->ReleaseSnapshot(s); });
@@ -224,6 +226,13 @@ absl::Status ExportRunArchive(StateStore& store, std::string_view run,
   PutLittleEndian<uint32_t>(&trailer, rolling);
   DOTS_RETURN_IF_ERROR(out.Append(trailer));
   return out.Flush();
+}
+
+}  // namespace
+
+absl::Status ExportRunArchive(StateStore& store, std::string_view run,
+                              const std::function<absl::Status(std::string_view)>& sink) {
+  return store.Read([&](rocksdb::DB* db) { return ExportFrom(db, run, sink); });
 }
 
 absl::StatusOr<ArchiveSummary> VerifyRunArchive(const std::string& path) {

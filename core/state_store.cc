@@ -1,10 +1,16 @@
 #include "core/state_store.h"
 
+#include <cstdarg>
+#include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "rocksdb/env.h"
 #include "rocksdb/options.h"
 
 namespace dots {
@@ -42,6 +48,42 @@ class AppendTo : public rocksdb::WriteBatch::Handler {
  private:
   rocksdb::WriteBatch* const target_;
 };
+
+// RocksDB's warnings and errors go to stderr (the server's log) instead of a LOG file in the
+// state directory. Besides being where operators look, this matters on a full disk: RocksDB's
+// own file logger fails there, and Debian's build then aborts the process on its next message
+// (an assertion in WritableFileWriter), which would turn a failed write into a crash.
+class StderrLogger : public rocksdb::Logger {
+ public:
+  StderrLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    char line[1024];
+    std::vsnprintf(line, sizeof(line), format, ap);
+    std::fprintf(stderr, "dots-server: rocksdb: %s\n", line);
+  }
+};
+
+// Opens the RocksDB database of a state directory. FAILED_PRECONDITION with RocksDB's message.
+absl::StatusOr<std::unique_ptr<rocksdb::DB>> OpenDb(const std::string& dir, bool create,
+                                                    bool read_only) {
+  rocksdb::Options options;
+  options.create_if_missing = create;
+  options.paranoid_checks = true;
+  options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  options.max_background_jobs = 2;
+  options.compression = rocksdb::kNoCompression;  // embeddings and payloads barely compress
+  options.write_buffer_size = 64 << 20;
+  options.info_log = std::make_shared<StderrLogger>();
+  rocksdb::DB* raw = nullptr;
+  const rocksdb::Status s = read_only ? rocksdb::DB::OpenForReadOnly(options, dir, &raw)
+                                      : rocksdb::DB::Open(options, dir, &raw);
+  if (!s.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "state_dir: cannot open ", dir, read_only ? " (read-only)" : "", ": ", s.ToString()));
+  }
+  return std::unique_ptr<rocksdb::DB>(raw);
+}
 
 }  // namespace
 
@@ -92,22 +134,13 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
         "state_dir: ", dir,
         " is not empty and holds no dots state (no RocksDB CURRENT file); refusing to use it"));
   }
-  rocksdb::Options options;
-  options.create_if_missing = !existed || std::filesystem::is_empty(dir, ec);
-  options.paranoid_checks = true;
-  options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
-  options.max_background_jobs = 2;
-  options.compression = rocksdb::kNoCompression;  // embeddings and payloads barely compress
-  options.write_buffer_size = 64 << 20;
-  rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(options, dir, &raw);
-  if (!s.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("state_dir: cannot open ", dir, ": ", s.ToString()));
-  }
-  std::unique_ptr<StateStore> store(new StateStore(dir, sync, std::unique_ptr<rocksdb::DB>(raw)));
+  const bool create = !existed || std::filesystem::is_empty(dir, ec);
+  absl::StatusOr<std::unique_ptr<rocksdb::DB>> db = OpenDb(dir, create, /*read_only=*/false);
+  if (!db.ok()) return db.status();
+  rocksdb::DB* raw = db->get();
+  std::unique_ptr<StateStore> store(new StateStore(dir, sync, *std::move(db)));
   std::string format;
-  s = raw->Get(rocksdb::ReadOptions(), ToSlice(kFormatKey), &format);
+  rocksdb::Status s = raw->Get(rocksdb::ReadOptions(), ToSlice(kFormatKey), &format);
   const std::string expected = absl::StrCat(kFormatPrefix, kFormatVersion);
   if (s.IsNotFound()) {
     std::unique_ptr<rocksdb::Iterator> it(raw->NewIterator(rocksdb::ReadOptions()));
@@ -140,6 +173,7 @@ StateStore::~StateStore() {
     last = next_ticket_ - 1;
   }
   if (last > 0) WaitDurable(last).IgnoreError();
+  std::unique_lock<std::shared_mutex> db_lock(db_mu_);
   if (db_ != nullptr) db_->Close().PermitUncheckedError();
 }
 
@@ -155,6 +189,43 @@ uint64_t StateStore::Enqueue(rocksdb::WriteBatch batch) {
   return next_ticket_++;
 }
 
+rocksdb::Status StateStore::WritePendingLocked(std::deque<rocksdb::WriteBatch>& pending) {
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  if (db_ == nullptr) return rocksdb::Status::IOError("the database is closed");
+  rocksdb::WriteOptions write;
+  write.sync = true;
+  rocksdb::Status s;
+  if (sync_ == SyncMode::kGroup && pending.size() > 1) {
+    rocksdb::WriteBatch group;
+    AppendTo append(&group);
+    for (size_t i = 0; i < pending.size() && s.ok(); ++i) s = pending[i].Iterate(&append);
+    if (s.ok()) s = db_->Write(write, &group);
+  } else {
+    for (size_t i = 0; i < pending.size() && s.ok(); ++i) s = db_->Write(write, &pending[i]);
+  }
+  return s;
+}
+
+void StateStore::ReopenLocked() {
+  std::unique_lock<std::shared_mutex> db_lock(db_mu_);
+  if (db_ != nullptr) {
+    db_->Close().PermitUncheckedError();  // reports the failed log; closing still completes
+    db_.reset();
+  }
+  absl::StatusOr<std::unique_ptr<rocksdb::DB>> db = OpenDb(dir_, false, /*read_only=*/false);
+  if (db.ok()) {
+    db_ = *std::move(db);
+    writable_ = true;
+    unwritable_.clear();
+    return;
+  }
+  writable_ = false;
+  unwritable_ = std::string(db.status().message());
+  // Reads (restoring a run, exports) still work from a read-only instance, which writes nothing.
+  db = OpenDb(dir_, false, /*read_only=*/true);
+  if (db.ok()) db_ = *std::move(db);
+}
+
 absl::Status StateStore::WaitDurable(uint64_t ticket) {
   std::lock_guard<std::mutex> commit(commit_mu_);
   if (written_ < ticket) {
@@ -166,30 +237,24 @@ absl::Status StateStore::WaitDurable(uint64_t ticket) {
       pending.swap(queue_);
     }
     const uint64_t first = written_ + 1, last = written_ + pending.size();
-    // kGroup: everything pending becomes one batch with one fsync, atomic as a whole;
-    // kAlways: one fsync per batch, in ticket order.
-    rocksdb::Status s;
-    if (sync_ == SyncMode::kGroup && pending.size() > 1) {
-      rocksdb::WriteBatch group;
-      AppendTo append(&group);
-      for (size_t i = 0; i < pending.size() && s.ok(); ++i) s = pending[i].Iterate(&append);
-      rocksdb::WriteOptions write;
-      write.sync = true;
-      if (s.ok()) s = db_->Write(write, &group);
-    } else {
-      for (size_t i = 0; i < pending.size() && s.ok(); ++i) {
-        rocksdb::WriteOptions write;
-        write.sync = true;
-        s = db_->Write(write, &pending[i]);
-      }
+    if (!writable_ && absl::Now() >= next_reopen_) {
+      ReopenLocked();
+      next_reopen_ = absl::Now() + kReopenInterval;
     }
+    rocksdb::Status s = writable_ ? WritePendingLocked(pending)
+                                  : rocksdb::Status::IOError("not writable", unwritable_);
     if (!s.ok()) {
-      // RocksDB stops writing after a background or WAL error (e.g. a full disk) until resumed;
-      // try to resume so the next write can succeed once the cause is gone.
       last_error_ = s.ToString();
       failed_.emplace_back(first, last);
       if (failed_.size() > 64) failed_.erase(failed_.begin());
-      db_->Resume().PermitUncheckedError();
+      if (writable_) {
+        // The first failure: close and reopen now, so that nothing more is written through the
+        // instance that failed (a failed log file must not be appended to again).
+        writable_ = false;
+        unwritable_ = last_error_;
+        ReopenLocked();
+        next_reopen_ = absl::Now() + kReopenInterval;
+      }
     }
     written_ = last;
   }
@@ -206,8 +271,20 @@ absl::Status StateStore::Write(rocksdb::WriteBatch batch) {
   return WaitDurable(Enqueue(std::move(batch)));
 }
 
+absl::Status StateStore::Read(const std::function<absl::Status(rocksdb::DB*)>& fn) const {
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  if (db_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat("state_dir: ", dir_,
+                                               " is closed after a write error and could not be "
+                                               "reopened; see the server's log"));
+  }
+  return fn(db_.get());
+}
+
 absl::StatusOr<std::vector<std::string>> StateStore::ListRuns() const {
   std::vector<std::string> runs;
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  if (db_ == nullptr) return FromRocks(rocksdb::Status::IOError("closed"), "listing runs");
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   it->Seek("r/");
   while (it->Valid() && it->key().starts_with("r/")) {
@@ -227,6 +304,8 @@ absl::StatusOr<std::vector<std::string>> StateStore::ListRuns() const {
 
 absl::StatusOr<std::string> StateStore::Get(std::string_view key) const {
   std::string value;
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  if (db_ == nullptr) return FromRocks(rocksdb::Status::IOError("closed"), "read");
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), ToSlice(key), &value);
   if (s.IsNotFound())
     return absl::NotFoundError(absl::StrCat("state_dir: no key ", std::string(key)));
@@ -240,6 +319,8 @@ absl::Status StateStore::Scan(
   rocksdb::ReadOptions read;
   read.fill_cache = false;
   read.readahead_size = 8 << 20;  // scans are long and sequential (a whole pool at restart)
+  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  if (db_ == nullptr) return FromRocks(rocksdb::Status::IOError("closed"), "scan");
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read));
   for (it->Seek(ToSlice(prefix)); it->Valid() && it->key().starts_with(ToSlice(prefix));
        it->Next()) {

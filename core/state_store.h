@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "rocksdb/db.h"
 #include "rocksdb/write_batch.h"
 
@@ -72,8 +74,11 @@ class StateStore {
   uint64_t Enqueue(rocksdb::WriteBatch batch) ABSL_LOCKS_EXCLUDED(queue_mu_);
   // Blocks until batch `ticket` is durable. UNAVAILABLE naming the state directory when its
   // write failed (the batch is then lost: callers must treat the change as not applied). A
-  // failed write does not poison later ones: after e.g. a full disk is freed, writes succeed
-  // again.
+  // failed write does not poison later ones. After a write error (a full disk, an I/O error) the
+  // database is closed and reopened, read-only while it cannot be opened for writing (reads keep
+  // working), and every later write first retries the reopen, at most every
+  // kReopenInterval; so once space returns, writes succeed again. (RocksDB's own in-place
+  // recovery is not used for this: after a failed log write it can reuse the failed log file.)
   absl::Status WaitDurable(uint64_t ticket) ABSL_LOCKS_EXCLUDED(commit_mu_, queue_mu_);
   // Enqueue + WaitDurable.
   absl::Status Write(rocksdb::WriteBatch batch);
@@ -89,20 +94,42 @@ class StateStore {
   // Removes every key of `run`, durably.
   absl::Status DeleteRun(std::string_view run);
 
-  // The underlying database, for benchmarks that compare against raw puts.
+  // Calls fn(db) with the database held open (a reopen after a write error waits for fn), e.g.
+  // for a consistent read through a RocksDB snapshot. UNAVAILABLE when the database is closed
+  // (it could not be reopened). Blocks only on fn.
+  absl::Status Read(const std::function<absl::Status(rocksdb::DB*)>& fn) const
+      ABSL_LOCKS_EXCLUDED(db_mu_);
+
+  // The underlying database, for benchmarks that compare against raw puts. Invalidated by a
+  // reopen after a write error; use Read() anywhere that can happen.
   rocksdb::DB* db() { return db_.get(); }
+
+  // How often writes retry reopening the database after a write error.
+  static constexpr absl::Duration kReopenInterval = absl::Seconds(1);
 
  private:
   StateStore(std::string dir, SyncMode sync, std::unique_ptr<rocksdb::DB> db)
       : dir_(std::move(dir)), sync_(sync), db_(std::move(db)) {}
   absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) const;
+  // Writes `pending` (kAlways: one by one; kGroup: as one batch). Caller holds commit_mu_.
+  rocksdb::Status WritePendingLocked(std::deque<rocksdb::WriteBatch>& pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(db_mu_);
+  // Closes the database and opens it again for writing, or read-only when that fails (then
+  // writable_ stays false and unwritable_ says why). Blocks on disk and on readers.
+  void ReopenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) ABSL_LOCKS_EXCLUDED(db_mu_);
 
   const std::string dir_;
   const SyncMode sync_;
-  std::unique_ptr<rocksdb::DB> db_;
 
-  // Lock order: commit_mu_ before queue_mu_. std::mutex: visible to ThreadSanitizer.
+  // Lock order: commit_mu_, then db_mu_ or queue_mu_. std::mutex and std::shared_mutex: visible
+  // to ThreadSanitizer.
+  // Readers share db_mu_; a reopen (under commit_mu_) takes it exclusively.
+  mutable std::shared_mutex db_mu_;
+  std::unique_ptr<rocksdb::DB> db_ ABSL_GUARDED_BY(db_mu_);  // null when it could not reopen
   std::mutex commit_mu_;  // one writer at a time: batches reach the WAL in ticket order
+  bool writable_ ABSL_GUARDED_BY(commit_mu_) = true;
+  std::string unwritable_ ABSL_GUARDED_BY(commit_mu_);  // why, while !writable_
+  absl::Time next_reopen_ ABSL_GUARDED_BY(commit_mu_) = absl::InfinitePast();
   std::mutex queue_mu_;
   std::deque<rocksdb::WriteBatch> queue_ ABSL_GUARDED_BY(queue_mu_);
   uint64_t next_ticket_ ABSL_GUARDED_BY(queue_mu_) = 1;  // ticket of queue_.back() + 1

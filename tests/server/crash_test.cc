@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/cpp/client.h"
 #include "gtest/gtest.h"
+#include "tests/server/server_process.h"
 #include "tests/server/test_server.h"
 
 namespace dots::testing {
@@ -32,52 +33,7 @@ constexpr char kConfig[] = R"({"batch_size": 24, "group_size": 4, "steps_per_rou
   "reference_size": 4, "fresh_fraction": 0.5, "seed": 5, "lease_timeout_seconds": 600,
   "replay": {"capacity_groups": 48}, "estimator": {"mode": "history"}})";
 
-// A dots-server child process on 127.0.0.1:0 over `state_dir`.
-class ServerProcess {
- public:
-  explicit ServerProcess(const std::string& state_dir) {
-    const std::filesystem::path binary =
-        std::filesystem::read_symlink("/proc/self/exe").parent_path() / "dots-server";
-    int out[2];
-    if (pipe(out) != 0) return;
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], STDOUT_FILENO);
-      close(out[0]);
-      close(out[1]);
-      const std::string state_flag = "--state_dir=" + state_dir;
-      execl(binary.c_str(), binary.c_str(), "--listen=127.0.0.1:0",
-            "--metrics_listen=", state_flag.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    close(out[1]);
-    FILE* stdout_of_server = fdopen(out[0], "r");
-    char line[256] = {0};
-    const std::string prefix = "dots-server listening on ";
-    if (fgets(line, sizeof(line), stdout_of_server) != nullptr && absl::StartsWith(line, prefix)) {
-      address_ = std::string(line).substr(prefix.size());
-      address_.erase(address_.find_last_not_of("\r\n") + 1);
-    }
-    fclose(stdout_of_server);
-  }
-  ~ServerProcess() { Kill(); }
-
-  const std::string& address() const { return address_; }
-  pid_t pid() const { return pid_; }
-  // SIGKILL and reap. Returns true if the signal killed it (it was still running).
-  bool Kill() {
-    if (pid_ <= 0) return false;
-    kill(pid_, SIGKILL);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
-  }
-
- private:
-  pid_t pid_ = -1;
-  std::string address_;
-};
+std::vector<std::string> StateFlags(const std::string& dir) { return {"--state_dir=" + dir}; }
 
 std::unique_ptr<Client> Connect(const std::string& address) {
   Client::Options options;
@@ -116,7 +72,7 @@ TEST(CrashTest, KilledServerLosesNothingAcknowledgedAndReplaysIdentically) {
   std::map<int64_t, std::string> served;  // step -> batch description at its first serving
   std::map<std::string, int64_t> sent_per_key, acked_per_key;
 
-  auto server = std::make_unique<ServerProcess>(state.path());
+  auto server = std::make_unique<ServerProcess>(StateFlags(state.path()));
   ASSERT_FALSE(server->address().empty()) << "dots-server did not start";
   std::unique_ptr<Client> client = Connect(server->address());
   ASSERT_TRUE(client->CreateRun(kRun, kConfig).ok());
@@ -158,7 +114,7 @@ TEST(CrashTest, KilledServerLosesNothingAcknowledgedAndReplaysIdentically) {
     victim.store(-1);
     client.reset();
     server->Kill();  // reaps (it may already be dead)
-    server = std::make_unique<ServerProcess>(state.path());
+    server = std::make_unique<ServerProcess>(StateFlags(state.path()));
     ASSERT_FALSE(server->address().empty()) << "dots-server did not restart";
     client = Connect(server->address());
     ++restarts;

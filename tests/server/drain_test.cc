@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/server/server_process.h"
 #include "tests/server/test_server.h"
 
 namespace dots::testing {
@@ -148,27 +149,9 @@ TEST(ServerBinaryTest, SigtermDrainsAndExitsZero) {
       std::filesystem::read_symlink("/proc/self/exe").parent_path() / "dots-server";
   ASSERT_TRUE(std::filesystem::exists(binary)) << binary << " is not built";
   const testing::TempDir state("drain_binary");
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    dup2(out[1], STDOUT_FILENO);
-    close(out[0]);
-    close(out[1]);
-    const std::string state_flag = "--state_dir=" + state.path();
-    execl(binary.c_str(), binary.c_str(), "--listen=127.0.0.1:0", "--drain_seconds=20",
-          "--wait_slice_ms=100", state_flag.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(out[1]);
-  FILE* stdout_of_server = fdopen(out[0], "r");
-  char line[256] = {0};
-  ASSERT_NE(fgets(line, sizeof(line), stdout_of_server), nullptr);
-  const std::string prefix = "dots-server listening on ";
-  ASSERT_TRUE(absl::StartsWith(line, prefix)) << line;
-  std::string address = std::string(line).substr(prefix.size());
-  address.erase(address.find_last_not_of("\r\n") + 1);
+  testing::ServerProcess server(
+      {"--drain_seconds=20", "--wait_slice_ms=100", "--state_dir=" + state.path()});
+  const std::string& address = server.address();
   ASSERT_THAT(address, ::testing::StartsWith("127.0.0.1:"));
   EXPECT_NE(address, "127.0.0.1:0");
 
@@ -232,11 +215,9 @@ TEST(ServerBinaryTest, SigtermDrainsAndExitsZero) {
   std::thread waiter([&] { next(2, &waited); });
   absl::SleepFor(absl::Milliseconds(300));
   const absl::Time start = absl::Now();
-  ASSERT_EQ(kill(pid, SIGTERM), 0);
-  int wstatus = 0;
-  ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+  server.Signal(SIGTERM);
+  const int wstatus = server.Wait();
   waiter.join();
-  fclose(stdout_of_server);
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   ASSERT_TRUE(WIFEXITED(wstatus)) << "status " << wstatus;
   EXPECT_EQ(WEXITSTATUS(wstatus), 0);
