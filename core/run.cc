@@ -48,6 +48,7 @@ absl::StatusOr<std::unique_ptr<Run>> Run::Build(std::string id, RunConfig config
 
 absl::StatusOr<std::unique_ptr<Run>> Run::Create(std::string id, RunConfig config, Options options,
                                                  std::string token_sha256) {
+  DOTS_RETURN_IF_ERROR(CheckReplayLimit(config, options.limits));
   DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Run> run,
                         Build(std::move(id), std::move(config), std::move(options)));
   run->token_sha256_ = std::move(token_sha256);
@@ -102,6 +103,55 @@ absl::StatusOr<UpsertResult> Run::UpsertQuestions(std::vector<Question> question
   return result;
 }
 
+absl::Status Run::CheckReplayLimit(const RunConfig& config, const RunLimits& limits) {
+  if (config.replay.capacity_bytes > limits.max_replay_bytes_per_run) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "max_replay_bytes_per_run: replay.capacity_bytes = %d exceeds this server's limit of %d "
+        "bytes per run",
+        config.replay.capacity_bytes, limits.max_replay_bytes_per_run));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Run::CheckUpsertLimitsLocked(const std::vector<Question>& questions,
+                                          const std::vector<int64_t>& valid, int64_t dim) {
+  const RunLimits& limits = options_.limits;
+  if (!valid.empty() && dim > limits.max_embedding_dim) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("max_embedding_dim: embeddings of %d dimensions exceed this server's "
+                        "limit of %d; nothing was applied",
+                        dim, limits.max_embedding_dim));
+  }
+  int64_t added = 0;
+  for (int64_t i : valid) added += pool_.IndexOf(questions[i].key).has_value() ? 0 : 1;
+  if (pool_.size() + added > limits.max_questions_per_run) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "max_questions_per_run: %d new questions would grow run \"%s\" to %d questions, over "
+        "this server's limit of %d; nothing was applied",
+        added, id_, pool_.size() + added, limits.max_questions_per_run));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Run::CheckLimits() {
+  DOTS_RETURN_IF_ERROR(CheckReplayLimit(config_, options_.limits));
+  std::lock_guard<std::mutex> lock(mu_);
+  const RunLimits& limits = options_.limits;
+  if (pool_.size() > limits.max_questions_per_run) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("max_questions_per_run: run \"%s\" has %d questions, over this server's "
+                        "limit of %d",
+                        id_, pool_.size(), limits.max_questions_per_run));
+  }
+  if (pool_.dim() > limits.max_embedding_dim) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("max_embedding_dim: run \"%s\" has embeddings of %d dimensions, over "
+                        "this server's limit of %d",
+                        id_, pool_.dim(), limits.max_embedding_dim));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<UpsertResult> Run::UpsertLocked(std::vector<Question>& questions,
                                                const FloatMatrix& embeddings,
                                                bool reject_individually) {
@@ -137,6 +187,7 @@ absl::StatusOr<UpsertResult> Run::UpsertLocked(std::vector<Question>& questions,
     if (!reject_individually) return absl::InvalidArgumentError(error);
     result.rejected.push_back({i, questions[i].key, error});
   }
+  DOTS_RETURN_IF_ERROR(CheckUpsertLimitsLocked(questions, valid, embeddings.cols));
   std::vector<int64_t> changed;
   changed.reserve(valid.size());
   for (int64_t i : valid) {

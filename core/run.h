@@ -146,6 +146,16 @@ struct UpsertResult {
   std::vector<RejectedQuestion> rejected;  // only with reject_individually
 };
 
+// Resource limits of one server (dots-server's --max_* flags). Over a limit a call fails with
+// RESOURCE_EXHAUSTED naming the limit, and nothing is written. Runs already stored are loaded at
+// a restart even if they exceed limits lowered since; they only cannot grow further.
+struct RunLimits {
+  int64_t max_runs = 1024;                               // RunRegistry::Create and Adopt
+  int64_t max_questions_per_run = 10'000'000;            // pool size after an upsert
+  int64_t max_embedding_dim = 16384;                     // columns of uploaded embeddings
+  int64_t max_replay_bytes_per_run = int64_t{64} << 30;  // the config's replay.capacity_bytes
+};
+
 class Run {
  public:
   struct Options {
@@ -156,12 +166,15 @@ class Run {
     bool background_planning = true;
     // Where the run's state is kept; null keeps it in memory only. Must outlive the run.
     StateStore* store = nullptr;
+    RunLimits limits;
   };
 
   // Rounds of step records and plans kept behind the newest issued step (see Retention).
   static constexpr int64_t kRetainedRounds = 8;
 
-  // Validates the config (INVALID_ARGUMENT naming the key) and loads an adapter if configured.
+  // Validates the config (INVALID_ARGUMENT naming the key; RESOURCE_EXHAUSTED naming
+  // max_replay_bytes_per_run when replay.capacity_bytes exceeds it) and loads an adapter if
+  // configured.
   // With a store, the run's meta record is written durably first (UNAVAILABLE if that fails).
   // `token_sha256` (may be empty) is the SHA-256 of the run's bearer token, kept with the run
   // (durably, with a store) for the server's access checks; the token itself is never stored.
@@ -199,7 +212,8 @@ class Run {
   // prior outside [0, 1]...) fails the whole call with INVALID_ARGUMENT naming its index and
   // field, or, with reject_individually, is listed in the result while the valid ones are
   // applied. The estimator is rebuilt at the next planning; observation history is kept.
-  // O(n * dim).
+  // RESOURCE_EXHAUSTED, nothing applied, when the pool would outgrow max_questions_per_run or the
+  // embeddings have more than max_embedding_dim columns (Options::limits). O(n * dim).
   absl::StatusOr<UpsertResult> UpsertQuestions(std::vector<Question> questions,
                                                const FloatMatrix& embeddings,
                                                bool reject_individually = false)
@@ -223,6 +237,10 @@ class Run {
       ABSL_LOCKS_EXCLUDED(mu_);
 
   RunStats Stats() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // RESOURCE_EXHAUSTED naming the first of Options::limits the run exceeds (pool size, embedding
+  // dimension, replay capacity), e.g. for an imported run. O(1).
+  absl::Status CheckLimits() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Current estimates (of the latest plan; before any plan, the cold start). `keys` empty =
   // every question in pool order; an unknown key is NOT_FOUND naming it.
@@ -265,6 +283,13 @@ class Run {
                                                     Options options);
 
   // The methods' bodies; the public wrappers add the wait for durability.
+  // RESOURCE_EXHAUSTED when config.replay.capacity_bytes exceeds the limits. O(1).
+  static absl::Status CheckReplayLimit(const RunConfig& config, const RunLimits& limits);
+  // RESOURCE_EXHAUSTED when applying questions[valid] (embeddings of `dim` columns) would exceed
+  // the pool-size or dimension limit. O(valid).
+  absl::Status CheckUpsertLimitsLocked(const std::vector<Question>& questions,
+                                       const std::vector<int64_t>& valid, int64_t dim)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<UpsertResult> UpsertLocked(std::vector<Question>& questions,
                                             const FloatMatrix& embeddings, bool reject_individually)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -25,12 +25,7 @@ absl::Status RunRegistry::ValidateRunId(std::string_view id) {
 absl::StatusOr<RunEntry> RunRegistry::Create(const std::string& id, RunConfig config,
                                              std::string token_sha256) {
   DOTS_RETURN_IF_ERROR(ValidateRunId(id));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (runs_.contains(id)) {
-      return absl::AlreadyExistsError(absl::StrFormat("run_id: run \"%s\" already exists", id));
-    }
-  }
+  DOTS_ASSIGN_OR_RETURN(Slot slot, ReserveSlot(id));
   // Built outside the lock (it may load an adapter file); the insert re-checks the id.
   DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Run> run,
                         Run::Create(id, std::move(config), run_options_, std::move(token_sha256)));
@@ -41,6 +36,38 @@ absl::StatusOr<RunEntry> RunRegistry::Create(const std::string& id, RunConfig co
     return absl::AlreadyExistsError(absl::StrFormat("run_id: run \"%s\" already exists", id));
   }
   return entry;
+}
+
+namespace {
+absl::Status NoRoom(int64_t held, int64_t max_runs) {
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "max_runs: this server already holds %d runs (its limit is %d); delete one first", held,
+      max_runs));
+}
+}  // namespace
+
+absl::Status RunRegistry::CheckRoomForRun() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t held = static_cast<int64_t>(runs_.size()) + reserved_;
+  if (held >= run_options_.limits.max_runs) return NoRoom(held, run_options_.limits.max_runs);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RunRegistry::Slot> RunRegistry::ReserveSlot(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (runs_.contains(id)) {
+    return absl::AlreadyExistsError(absl::StrFormat("run_id: run \"%s\" already exists", id));
+  }
+  const int64_t held = static_cast<int64_t>(runs_.size()) + reserved_;
+  if (held >= run_options_.limits.max_runs) return NoRoom(held, run_options_.limits.max_runs);
+  ++reserved_;
+  return Slot(this);
+}
+
+RunRegistry::Slot::~Slot() {
+  if (registry_ == nullptr) return;
+  std::lock_guard<std::mutex> lock(registry_->mu_);
+  --registry_->reserved_;
 }
 
 absl::StatusOr<RunEntry> RunRegistry::Get(std::string_view id) const {
@@ -110,20 +137,27 @@ absl::Status RunRegistry::Load(
 }
 
 absl::StatusOr<RunEntry> RunRegistry::Adopt(const std::string& id) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (runs_.contains(id)) {
-      return absl::AlreadyExistsError(absl::StrFormat("run_id: run \"%s\" already exists", id));
-    }
+  // The records were just imported; when they do not make a run this server accepts, they are
+  // removed, so that nothing is created and the next start does not trip over them.
+  auto discard = [&] {
+    if (run_options_.store != nullptr) run_options_.store->DeleteRun(id).IgnoreError();
+  };
+  absl::StatusOr<Slot> slot = ReserveSlot(id);
+  if (!slot.ok()) {
+    if (absl::IsResourceExhausted(slot.status())) discard();
+    return slot.status();
   }
   absl::StatusOr<std::unique_ptr<Run>> opened = Run::Open(id, run_options_);
   if (!opened.ok()) {
-    // The records were just imported and do not make a run: remove them, so that nothing is
-    // created and the next start does not trip over them.
-    if (run_options_.store != nullptr) run_options_.store->DeleteRun(id).IgnoreError();
+    discard();
     return absl::InvalidArgumentError(
         absl::StrCat("the archive does not hold a consistent run, nothing was imported: ",
                      opened.status().message()));
+  }
+  if (absl::Status limits = (*opened)->CheckLimits(); !limits.ok()) {
+    opened->reset();
+    discard();
+    return absl::ResourceExhaustedError(absl::StrCat(limits.message(), "; nothing was imported"));
   }
   const absl::Time created = (*opened)->created();
   RunEntry entry{std::shared_ptr<Run>(*std::move(opened)), created};

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -40,15 +41,18 @@ class RunRegistry {
   absl::Status Load(const std::function<void(int64_t, int64_t, const std::string&)>& progress =
                         nullptr) ABSL_LOCKS_EXCLUDED(mu_);
   // Registers a run already written to the store under `id` (an import), opening it.
-  // ALREADY_EXISTS if the id is taken in memory; INVALID_ARGUMENT (and the records are
-  // removed from the store) when they do not open as a consistent run.
+  // ALREADY_EXISTS if the id is taken in memory; INVALID_ARGUMENT when the records do not open
+  // as a consistent run, RESOURCE_EXHAUSTED when the server holds max_runs runs or the run
+  // exceeds a limit (Run::CheckLimits); the records are then removed from the store.
   absl::StatusOr<RunEntry> Adopt(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
   StateStore* store() const { return run_options_.store; }
 
   // Checks a run id: 1 to 128 characters of [A-Za-z0-9._-]. INVALID_ARGUMENT naming run_id.
   static absl::Status ValidateRunId(std::string_view id);
 
-  // Creates a run. Errors: INVALID_ARGUMENT (id or config, naming the key), ALREADY_EXISTS.
+  // Creates a run. Errors: INVALID_ARGUMENT (id or config, naming the key), ALREADY_EXISTS,
+  // RESOURCE_EXHAUSTED when the server holds run_options.limits.max_runs runs (counting those
+  // being created) or the config exceeds a limit.
   // O(config) plus loading an adapter file if the config names one.
   // `token_sha256`: see Run::Create.
   absl::StatusOr<RunEntry> Create(const std::string& id, RunConfig config,
@@ -62,12 +66,32 @@ class RunRegistry {
   // their own reference without writing to the store. NOT_FOUND.
   absl::Status Delete(std::string_view id) ABSL_LOCKS_EXCLUDED(mu_);
   int64_t size() const ABSL_LOCKS_EXCLUDED(mu_);
+  // RESOURCE_EXHAUSTED naming max_runs when no further run fits now (a pre-check before
+  // writing an import; Create and Adopt check again). O(1).
+  absl::Status CheckRoomForRun() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  // A place for one more run, held while it is created; released when destroyed (the run is
+  // then in runs_ or was not created).
+  class Slot {
+   public:
+    explicit Slot(RunRegistry* registry) : registry_(registry) {}
+    Slot(Slot&& other) noexcept : registry_(std::exchange(other.registry_, nullptr)) {}
+    Slot& operator=(Slot&&) = delete;
+    ~Slot();
+
+   private:
+    RunRegistry* registry_;
+  };
+  // ALREADY_EXISTS for a taken id, RESOURCE_EXHAUSTED naming max_runs when runs plus
+  // reservations reach it. O(log runs).
+  absl::StatusOr<Slot> ReserveSlot(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
+
   const Run::Options run_options_;
   mutable std::mutex reopen_mu_;  // one reopen at a time; never held with mu_ held
   mutable std::mutex mu_;         // std::mutex: visible to ThreadSanitizer (see core/run.h)
   mutable std::map<std::string, RunEntry, std::less<>> runs_ ABSL_GUARDED_BY(mu_);
+  int64_t reserved_ ABSL_GUARDED_BY(mu_) = 0;  // runs being created or adopted
 };
 
 }  // namespace dots

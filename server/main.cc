@@ -58,6 +58,19 @@ ABSL_FLAG(int64_t, max_group_payload_bytes, 64 << 20,
 ABSL_FLAG(int64_t, max_stream_bytes, int64_t{1} << 30,
           "Largest total size of one ReportRollouts or UpsertQuestions call, in bytes; larger is "
           "RESOURCE_EXHAUSTED (split the upload over several calls).");
+ABSL_FLAG(int64_t, max_concurrent_streams, 1024,
+          "Streaming calls (NextBatch, ReportRollouts, UpsertQuestions, ImportPool, ExportRun, "
+          "ImportRun) open at once; more are RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_runs, dots::RunLimits().max_runs,
+          "Runs one server holds; CreateRun and ImportRun beyond it are RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_questions_per_run, dots::RunLimits().max_questions_per_run,
+          "Questions in one run's pool; an upload that would grow it further is "
+          "RESOURCE_EXHAUSTED and applies nothing.");
+ABSL_FLAG(int64_t, max_embedding_dim, dots::RunLimits().max_embedding_dim,
+          "Dimensions of uploaded question embeddings; more are RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_replay_bytes_per_run, dots::RunLimits().max_replay_bytes_per_run,
+          "Largest replay.capacity_bytes a run's config may ask for: the bytes of rollout "
+          "payloads one run keeps (the run evicts old groups to stay within its capacity).");
 ABSL_FLAG(int32_t, call_threads, 8,
           "Worker threads for short calls into runs (run management, reports, uploads, "
           "inspection).");
@@ -144,6 +157,12 @@ int main(int argc, char** argv) {
   options.default_chunk_bytes = absl::GetFlag(FLAGS_default_chunk_bytes);
   options.max_group_payload_bytes = absl::GetFlag(FLAGS_max_group_payload_bytes);
   options.max_stream_bytes = absl::GetFlag(FLAGS_max_stream_bytes);
+  options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  options.run_options.limits.max_runs = absl::GetFlag(FLAGS_max_runs);
+  options.run_options.limits.max_questions_per_run = absl::GetFlag(FLAGS_max_questions_per_run);
+  options.run_options.limits.max_embedding_dim = absl::GetFlag(FLAGS_max_embedding_dim);
+  options.run_options.limits.max_replay_bytes_per_run =
+      absl::GetFlag(FLAGS_max_replay_bytes_per_run);
   options.call_threads = absl::GetFlag(FLAGS_call_threads);
   options.wait_threads = absl::GetFlag(FLAGS_wait_threads);
   options.max_wait = absl::Seconds(absl::GetFlag(FLAGS_max_wait_seconds));

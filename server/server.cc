@@ -33,6 +33,18 @@ absl::Status Server::Options::Validate() const {
   if (max_stream_bytes < 1) {
     return absl::InvalidArgumentError(absl::StrCat("max_stream_bytes: ", max_stream_bytes, " < 1"));
   }
+  if (max_concurrent_streams < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_concurrent_streams: ", max_concurrent_streams, " < 1"));
+  }
+  const RunLimits& limits = run_options.limits;
+  for (const auto& [name, value] :
+       {std::pair<const char*, int64_t>{"max_runs", limits.max_runs},
+        {"max_questions_per_run", limits.max_questions_per_run},
+        {"max_embedding_dim", limits.max_embedding_dim},
+        {"max_replay_bytes_per_run", limits.max_replay_bytes_per_run}}) {
+    if (value < 1) return absl::InvalidArgumentError(absl::StrCat(name, ": ", value, " < 1"));
+  }
   if (call_threads < 1) {
     return absl::InvalidArgumentError(absl::StrCat("call_threads: ", call_threads, " < 1"));
   }
@@ -136,6 +148,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(Options options) {
   service_options.default_chunk_bytes = o.default_chunk_bytes;
   service_options.max_group_payload_bytes = o.max_group_payload_bytes;
   service_options.max_stream_bytes = o.max_stream_bytes;
+  service_options.max_concurrent_streams = o.max_concurrent_streams;
   service_options.max_wait = o.max_wait;
   service_options.wait_slice = o.wait_slice;
   service_options.metrics = server->metrics_.get();

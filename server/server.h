@@ -52,6 +52,9 @@ class Server {
     int64_t max_group_payload_bytes = 64LL << 20;
     // ReportRollouts and UpsertQuestions: largest total size of one client stream.
     int64_t max_stream_bytes = 1LL << 30;
+    // Streaming calls (NextBatch, ReportRollouts, UpsertQuestions, ImportPool, ExportRun,
+    // ImportRun) open at once; one more is refused with RESOURCE_EXHAUSTED.
+    int64_t max_concurrent_streams = 1024;
     // Threads for short calls into runs, and for NextBatch waits and pool imports.
     int call_threads = 8;
     int wait_threads = 64;
@@ -77,7 +80,8 @@ class Server {
     bool allow_insecure_tokens = false;
     // Called after each run restored at start: (done, total, run id).
     std::function<void(int64_t, int64_t, const std::string&)> restore_progress;
-    // Passed to every run (tests substitute a fake clock).
+    // Passed to every run (tests substitute a fake clock), with the per-server and per-run
+    // limits (run_options.limits: runs, questions, embedding dimension, replay bytes).
     Run::Options run_options;
 
     // INVALID_ARGUMENT naming the first bad field (the TLS files are read in BuildAndStart).

@@ -99,6 +99,36 @@ void DotsService::CallEnded() {
   if (--calls_in_flight_ == 0) idle_.notify_all();
 }
 
+void DotsService::StreamStarted() {
+  std::lock_guard<std::mutex> lock(calls_mu_);
+  ++calls_in_flight_;
+  ++streams_open_;
+}
+
+void DotsService::StreamEnded() {
+  std::lock_guard<std::mutex> lock(calls_mu_);
+  --streams_open_;
+  last_call_ended_ = absl::Now();
+  if (--calls_in_flight_ == 0) idle_.notify_all();
+}
+
+int64_t DotsService::streams_open() const {
+  std::lock_guard<std::mutex> lock(calls_mu_);
+  return streams_open_;
+}
+
+absl::Status DotsService::CheckServingStream() const {
+  DOTS_RETURN_IF_ERROR(CheckServing());
+  std::lock_guard<std::mutex> lock(calls_mu_);
+  if (streams_open_ > options_.max_concurrent_streams) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("max_concurrent_streams: ", streams_open_ - 1,
+                     " streaming calls are already open on this server (its limit is ",
+                     options_.max_concurrent_streams, "); retry with backoff"));
+  }
+  return absl::OkStatus();
+}
+
 bool DotsService::WaitUntilQuiet(absl::Duration quiet, absl::Time deadline) {
   std::unique_lock<std::mutex> lock(calls_mu_);
   while (true) {
@@ -316,7 +346,7 @@ class DotsService::NextBatchReactor final : public grpc::ServerWriteReactor<v1::
         rank_(request.rank()),
         world_size_(request.world_size() == 0 ? 1 : request.world_size()),
         policy_version_(request.policy_version()) {
-    service_->CallStarted();
+    service_->StreamStarted();
     absl::Status status = Prepare(*context, request);
     if (!status.ok()) {
       Finish(ToGrpcStatus(status));
@@ -336,14 +366,14 @@ class DotsService::NextBatchReactor final : public grpc::ServerWriteReactor<v1::
   }
   void OnCancel() override { cancelled_.store(true, std::memory_order_release); }
   void OnDone() override {
-    service_->CallEnded();
+    service_->StreamEnded();
     delete this;
   }
 
  private:
   absl::Status Prepare(const grpc::CallbackServerContext& context,
                        const v1::NextBatchRequest& request) {
-    DOTS_RETURN_IF_ERROR(service_->CheckServing());
+    DOTS_RETURN_IF_ERROR(service_->CheckServingStream());
     DOTS_RETURN_IF_ERROR(service_->AuthorizeRun(context, request.run_id()));
     if (request.step() < 0) {
       return absl::InvalidArgumentError(absl::StrCat("step: ", request.step(), " < 0"));
@@ -458,7 +488,7 @@ class DotsService::ReportRolloutsReactor final
   ReportRolloutsReactor(DotsService* service, grpc::CallbackServerContext* context,
                         v1::ReportRolloutsResponse* response)
       : ClientStreamReactor(context, service->calls_, response,
-                            [service] { service->CallEnded(); }),
+                            [service] { service->StreamEnded(); }),
         service_(service),
         assembler_(RolloutAssemblerLimits{service->options_.max_group_payload_bytes,
                                           service->options_.max_stream_bytes}) {}
@@ -522,9 +552,9 @@ class DotsService::ReportRolloutsReactor final
 
 grpc::ServerReadReactor<v1::ReportRolloutsRequest>* DotsService::ReportRollouts(
     grpc::CallbackServerContext* context, v1::ReportRolloutsResponse* response) {
-  CallStarted();
+  StreamStarted();
   auto* reactor = new ReportRolloutsReactor(this, context, response);
-  absl::Status serving = CheckServing();
+  absl::Status serving = CheckServingStream();
   reactor->Start(serving.ok() ? AuthenticateAny(*context) : serving);
   return reactor;
 }

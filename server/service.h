@@ -50,6 +50,8 @@ struct ServiceOptions {
   int64_t max_group_payload_bytes = 64LL << 20;
   // ReportRollouts and UpsertQuestions: largest total of one client stream, in bytes.
   int64_t max_stream_bytes = 1LL << 30;
+  // Streaming calls open at once; one more is RESOURCE_EXHAUSTED naming max_concurrent_streams.
+  int64_t max_concurrent_streams = 1024;
   // ImportRun: largest archive accepted, in bytes (RESOURCE_EXHAUSTED above).
   int64_t max_import_bytes = 64LL << 30;
   // A NextBatch without a deadline (or with a later one) waits at most this long.
@@ -81,6 +83,9 @@ class DotsService final : public v1::Dots::CallbackService {
   // rather than having their next call reset by the transport's shutdown. Thread-safe.
   bool WaitUntilQuiet(absl::Duration quiet, absl::Time deadline);
   int64_t calls_in_flight() const;
+  // Streaming calls whose reactor exists (until gRPC's OnDone); 0 once every client stream has
+  // ended, however it ended. O(1).
+  int64_t streams_open() const;
 
   // Largest NextBatch chunk the server sends: max_message_bytes minus headroom for the
   // chunk's framing. O(1).
@@ -130,8 +135,14 @@ class DotsService final : public v1::Dots::CallbackService {
   // reactors in OnDone).
   void CallStarted();
   void CallEnded();
+  // The same for the streaming handlers, which also count as open streams.
+  void StreamStarted();
+  void StreamEnded();
   // OK while serving; UNAVAILABLE (starting or draining) otherwise.
   absl::Status CheckServing() const;
+  // CheckServing, then RESOURCE_EXHAUSTED when more than max_concurrent_streams streams are open
+  // (this one included).
+  absl::Status CheckServingStream() const;
   // Bearer-token checks (server/auth.h); OK when auth is off. AuthorizeRun allows the admin
   // token and run `run_id`'s own token; AuthorizeAdmin only the admin token.
   absl::Status AuthorizeAdmin(const grpc::CallbackServerContext& context) const;
@@ -151,6 +162,7 @@ class DotsService final : public v1::Dots::CallbackService {
   mutable std::mutex calls_mu_;  // std::mutex: visible to ThreadSanitizer (see core/run.h)
   std::condition_variable idle_;
   int64_t calls_in_flight_ ABSL_GUARDED_BY(calls_mu_) = 0;
+  int64_t streams_open_ ABSL_GUARDED_BY(calls_mu_) = 0;
   absl::Time last_call_ended_ ABSL_GUARDED_BY(calls_mu_) = absl::InfinitePast();
 };
 

@@ -67,8 +67,8 @@ class DotsService::ExportRunReactor final : public QueuedWriteReactor<v1::Export
   ExportRunReactor(DotsService* service, const grpc::CallbackServerContext& context,
                    const v1::ExportRunRequest& request)
       : QueuedWriteReactor(kMaxQueuedChunks), service_(service), request_(request) {
-    service_->CallStarted();
-    absl::Status serving = service_->CheckServing();
+    service_->StreamStarted();
+    absl::Status serving = service_->CheckServingStream();
     if (serving.ok()) serving = service_->AuthorizeRun(context, request.run_id());
     if (!serving.ok()) {
       Finish(ToGrpcStatus(serving));
@@ -80,7 +80,7 @@ class DotsService::ExportRunReactor final : public QueuedWriteReactor<v1::Export
   }
 
   void OnDone() override {
-    service_->CallEnded();
+    service_->StreamEnded();
     delete this;
   }
 
@@ -116,7 +116,7 @@ class DotsService::ImportRunReactor final
   ImportRunReactor(DotsService* service, grpc::CallbackServerContext* context,
                    v1::RunInfo* response)
       : ClientStreamReactor(context, service->waits_, response,
-                            [service] { service->CallEnded(); }),
+                            [service] { service->StreamEnded(); }),
         service_(service) {}
   ~ImportRunReactor() override {
     if (file_ != nullptr) std::fclose(file_);
@@ -170,6 +170,7 @@ class DotsService::ImportRunReactor final
       return absl::AlreadyExistsError(
           absl::StrCat("run_id: run \"", id, "\" already exists; import it --as another id"));
     }
+    DOTS_RETURN_IF_ERROR(registry.CheckRoomForRun());
     DOTS_RETURN_IF_ERROR(ImportRunArchive(*registry.store(), path_, id).status());
     // With auth on, the imported run gets a token of its own (the exported run's token stays
     // with the exported run): its hash replaces the archived one before the run is opened.
@@ -194,8 +195,8 @@ class DotsService::ImportRunReactor final
 grpc::ServerReadReactor<v1::ImportRunRequest>* DotsService::ImportRun(
     grpc::CallbackServerContext* context, v1::RunInfo* response) {
   auto* reactor = new ImportRunReactor(this, context, response);
-  CallStarted();
-  absl::Status serving = CheckServing();
+  StreamStarted();
+  absl::Status serving = CheckServingStream();
   reactor->Start(serving.ok() ? AuthorizeAdmin(*context) : serving);
   return reactor;
 }

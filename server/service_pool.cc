@@ -43,7 +43,7 @@ class DotsService::UpsertQuestionsReactor final
   UpsertQuestionsReactor(DotsService* service, grpc::CallbackServerContext* context,
                          v1::UpsertQuestionsResponse* response)
       : ClientStreamReactor(context, service->calls_, response,
-                            [service] { service->CallEnded(); }),
+                            [service] { service->StreamEnded(); }),
         service_(service) {}
 
  private:
@@ -153,9 +153,9 @@ class DotsService::UpsertQuestionsReactor final
 
 grpc::ServerReadReactor<v1::UpsertQuestionsRequest>* DotsService::UpsertQuestions(
     grpc::CallbackServerContext* context, v1::UpsertQuestionsResponse* response) {
-  CallStarted();
+  StreamStarted();
   auto* reactor = new UpsertQuestionsReactor(this, context, response);
-  absl::Status serving = CheckServing();
+  absl::Status serving = CheckServingStream();
   reactor->Start(serving.ok() ? AuthenticateAny(*context) : serving);
   return reactor;
 }
@@ -169,8 +169,8 @@ class DotsService::ImportPoolReactor final : public QueuedWriteReactor<v1::Impor
   ImportPoolReactor(DotsService* service, const grpc::CallbackServerContext& context,
                     const v1::ImportPoolRequest& request)
       : QueuedWriteReactor(/*max_queued=*/SIZE_MAX), service_(service), request_(request) {
-    service_->CallStarted();
-    absl::Status serving = service_->CheckServing();
+    service_->StreamStarted();
+    absl::Status serving = service_->CheckServingStream();
     // The admin's alone: it reads files of the server's filesystem (and names them and their
     // lines in errors), which no run's token may reach.
     if (serving.ok()) serving = service_->AuthorizeAdmin(context);
@@ -184,7 +184,7 @@ class DotsService::ImportPoolReactor final : public QueuedWriteReactor<v1::Impor
   }
 
   void OnDone() override {
-    service_->CallEnded();
+    service_->StreamEnded();
     delete this;
   }
 
