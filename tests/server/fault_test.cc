@@ -18,6 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "client/cpp/client.h"
 #include "gtest/gtest.h"
+#include "server/server.h"
+#include "server/service.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_server.h"
 
@@ -168,6 +170,181 @@ TEST(FaultTest, FullDiskFailsWritesCleanlyAndRecoversWhenSpaceReturns) {
   for (const QuestionEstimate& e : *estimates) {
     EXPECT_GE(e.observations, acked_per_key[e.key]) << e.key << ": an acknowledged report lost";
     EXPECT_LE(e.observations, sent_per_key[e.key]) << e.key << ": a report applied twice";
+  }
+}
+
+// An in-process durable server, for the faults of trainer workers and clients.
+class ClientFaultTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    Server::Options options = TestOptions();
+    options.state_dir = state_.path();
+    Start(options);
+  }
+
+  pb::RunStats Stats(const std::string& run_id) {
+    grpc::ClientContext context;
+    pb::GetRunStatsRequest request;
+    request.set_run_id(run_id);
+    pb::RunStats stats;
+    EXPECT_TRUE(stub_->GetRunStats(&context, request, &stats).ok());
+    return stats;
+  }
+  // Observations per question key.
+  std::map<std::string, int64_t> Observations(const std::string& run_id) {
+    grpc::ClientContext context;
+    pb::GetEstimatesRequest request;
+    request.set_run_id(run_id);
+    pb::GetEstimatesResponse response;
+    EXPECT_TRUE(stub_->GetEstimates(&context, request, &response).ok());
+    std::map<std::string, int64_t> out;
+    for (const pb::QuestionEstimate& e : response.estimates()) out[e.key()] = e.observations();
+    return out;
+  }
+  // Waits until every streaming call has ended on the server (their reactors are gone).
+  void ExpectNoOpenStreams() {
+    const absl::Time until = absl::Now() + absl::Seconds(10);
+    while (server_->service().streams_open() > 0 && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    EXPECT_EQ(server_->service().streams_open(), 0);
+  }
+
+  TempDir state_{"client_fault"};
+};
+
+// Every question of the pool is in every batch (pool = batch size, no reference questions), one
+// step per round, short
+// leases: a worker that dies holding half of a step only delays the next round by the lease.
+constexpr char kLeaseConfig[] = R"({"batch_size": 8, "group_size": 4, "steps_per_round": 1,
+  "reference_mode": "none", "seed": 4, "lease_timeout_seconds": 1, "replay": {"enabled": false},
+  "estimator": {"mode": "history"}})";
+
+TEST_F(ClientFaultTest, WorkerThatDiesMidStepHasItsQuestionsServedAgain) {
+  CreateRunWithPool("lease", 8, kLeaseConfig);
+  ReceivedBatch rank0, rank1;
+  grpc::Status first = NextBatch("lease", 0, 0, 2, &rank0);
+  ASSERT_TRUE(first.ok()) << first.error_message();
+  ASSERT_TRUE(NextBatch("lease", 0, 1, 2, &rank1).ok());  // rank 1 then dies, reporting nothing
+  ASSERT_EQ(rank0.items.size(), 4u);
+  ASSERT_EQ(rank1.items.size(), 4u);
+  ASSERT_TRUE(ReportItems("lease", 0, rank0).ok());
+  EXPECT_EQ(Stats("lease").leases_outstanding(), 4);
+
+  // Round 1 waits for the dead worker's leases, then is served to the survivor and to the
+  // dead worker's replacement.
+  const absl::Time start = absl::Now();
+  ReceivedBatch next0, next1;
+  ASSERT_TRUE(NextBatch("lease", 1, 0, 2, &next0, 0, absl::Seconds(20)).ok());
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(500));  // it did wait for the expiry
+  ASSERT_TRUE(NextBatch("lease", 1, 1, 2, &next1, 0, absl::Seconds(20)).ok());
+  const pb::RunStats after = Stats("lease");
+  EXPECT_EQ(after.leases_expired(), 4);
+  EXPECT_EQ(after.reported_groups(), 4);  // the survivor's reports are all kept
+  std::set<std::string> served_again;
+  for (const ReceivedBatch* b : {&next0, &next1}) {
+    for (const pb::BatchItem& item : b->items) served_again.insert(item.key());
+  }
+  std::map<std::string, int64_t> observed = Observations("lease");
+  for (const pb::BatchItem& item : rank1.items) {
+    EXPECT_TRUE(served_again.contains(item.key())) << item.key() << " was not served again";
+    EXPECT_EQ(observed[item.key()], 0) << item.key();
+  }
+  for (const pb::BatchItem& item : rank0.items) EXPECT_EQ(observed[item.key()], 1) << item.key();
+
+  // The replacement reports step 1, and the dead worker, back from the dead, reports step 0
+  // late: both count once, a repeat of either is a duplicate.
+  ASSERT_TRUE(ReportItems("lease", 1, next0).ok());
+  ASSERT_TRUE(ReportItems("lease", 1, next1).ok());
+  pb::ReportRolloutsResponse late, again;
+  ASSERT_TRUE(ReportItems("lease", 0, rank1, 16, &late).ok());
+  EXPECT_EQ(late.accepted(), 4);
+  ASSERT_TRUE(ReportItems("lease", 0, rank1, 16, &again).ok());
+  EXPECT_EQ(again.duplicates(), 4);
+  observed = Observations("lease");
+  for (const pb::BatchItem& item : rank1.items) EXPECT_EQ(observed[item.key()], 2) << item.key();
+  EXPECT_EQ(Stats("lease").reported_groups(), 16);
+}
+
+// Clients that vanish in the middle of each kind of stream: nothing of the broken call is
+// applied, no stream stays open on the server, and the same call made whole afterwards works as
+// if the broken one never happened.
+TEST_F(ClientFaultTest, ClientsDisconnectingMidStreamLeaveNothingBehind) {
+  CreateRunWithPool("gone", 64);
+  ReceivedBatch batch;
+  ASSERT_TRUE(NextBatch("gone", 0, 0, 1, &batch).ok());
+  const pb::RunStats before = Stats("gone");
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    // A report cut after the first fragment of a 1 MiB payload.
+    {
+      grpc::ClientContext context;
+      pb::ReportRolloutsResponse response;
+      auto writer = stub_->ReportRollouts(&context, &response);
+      pb::ReportRolloutsRequest request;
+      request.set_run_id("gone");
+      request.set_step(0);
+      pb::RolloutFragment* f = request.add_groups();
+      f->set_key(batch.items[0].key());
+      for (float r : {1.0f, 0.0f, 1.0f, 0.0f}) f->add_rewards(r);
+      f->set_payload_size(1 << 20);
+      f->set_data(std::string(64 << 10, 'p'));
+      ASSERT_TRUE(writer->Write(request));
+      context.TryCancel();
+      EXPECT_FALSE(writer->Finish().ok());
+    }
+    // An upload cut after two of its messages.
+    {
+      grpc::ClientContext context;
+      pb::UpsertQuestionsResponse response;
+      auto writer = stub_->UpsertQuestions(&context, &response);
+      pb::UpsertQuestionsRequest request;
+      request.set_run_id("gone");
+      for (const pb::Question& q : MakeQuestions(16, 8)) {
+        pb::Question renamed = q;
+        renamed.set_key("new-" + q.key());
+        *request.add_questions() = renamed;
+      }
+      ASSERT_TRUE(writer->Write(request));
+      request.clear_run_id();
+      ASSERT_TRUE(writer->Write(request));
+      context.TryCancel();
+      EXPECT_FALSE(writer->Finish().ok());
+    }
+    // A batch read in part: one chunk of a multi-chunk answer.
+    {
+      grpc::ClientContext context;
+      pb::NextBatchRequest request;
+      request.set_run_id("gone");
+      request.set_step(0);
+      request.set_max_chunk_bytes(1024);
+      auto reader = stub_->NextBatch(&context, request);
+      pb::NextBatchChunk chunk;
+      ASSERT_TRUE(reader->Read(&chunk));
+      context.TryCancel();
+      reader->Finish().ok();
+    }
+    ExpectNoOpenStreams();
+  }
+  const pb::RunStats after = Stats("gone");
+  EXPECT_EQ(after.pool_size(), before.pool_size());
+  EXPECT_EQ(after.reported_groups(), before.reported_groups());
+  EXPECT_EQ(after.replay_bytes(), before.replay_bytes());
+  EXPECT_EQ(after.duplicate_reports(), before.duplicate_reports());
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (server_->service().calls_in_flight() > 0 && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(server_->service().calls_in_flight(), 0);
+  // The whole report of the group that was cut 20 times is its first: accepted, not a duplicate.
+  pb::ReportRolloutsResponse response;
+  ASSERT_TRUE(ReportItems("gone", 0, batch, 1 << 20, &response).ok());
+  EXPECT_EQ(response.accepted(), static_cast<int64_t>(batch.items.size()));
+  EXPECT_EQ(response.duplicates(), 0);
+  ReceivedBatch again;
+  ASSERT_TRUE(NextBatch("gone", 0, 0, 1, &again).ok());
+  ASSERT_EQ(again.items.size(), batch.items.size());
+  for (size_t i = 0; i < batch.items.size(); ++i) {
+    EXPECT_EQ(again.items[i].key(), batch.items[i].key());
   }
 }
 
