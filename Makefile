@@ -4,7 +4,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps build test test-tsan demo bench soak fuzz format check-format clean
+.PHONY: deps build test test-tsan test-fuzz demo bench soak fuzz format check-format clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -21,6 +21,7 @@ check-format:
 test: build check-format
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 	$(MAKE) test-tsan
+	$(MAKE) test-fuzz
 
 # The concurrency stress tests again, built with ThreadSanitizer (clang) in build-tsan/.
 test-tsan: deps
@@ -31,6 +32,10 @@ demo: build
 
 bench: build
 	bash scripts/bench.sh $(BUILD_DIR) $(BENCH_ARGS)
+
+# Every libFuzzer target for 30 s (part of make test).
+test-fuzz: deps
+	FUZZ_SECONDS=30 bash scripts/fuzz.sh build-fuzz
 
 # libFuzzer targets (fuzz/) under ASan + UBSan (clang-14, build-fuzz/), FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 600

@@ -56,8 +56,8 @@ int Soak(int argc, char** argv) {
       "Starts dots-server (temporary state directory) and runs --clients trainer ranks on\n"
       "loopback, each looping full training steps (NextBatch of its slice, ReportRollouts of\n"
       "every item with a payload) for --seconds. Passes (exit 0) with zero errors, resident\n"
-      "memory of the server growing < 5 % from just after warm-up (a quarter of the run) to the\n"
-      "end (medians of the samples of the second and of the last quarter, every 5 s), and the\n"
+      "memory of the server growing < 5 % after warm-up (a quarter of the run, at least 60 s:\n"
+      "the medians of the first and second half of the rest, sampled every 1 s), and the\n"
       "p99 step latency of the last minute within 1.5x the first minute's.");
   flags.Add("server-bin", "the dots-server binary (required)");
   flags.Add("clients", "concurrent trainer ranks (the run's world size)", "64");
@@ -178,11 +178,14 @@ int Soak(int argc, char** argv) {
       }
     });
   }
-  // RSS every 5 s.
+  // RSS every second (it swings by a third within seconds as snapshots and memtable flushes come
+  // and go, so the medians below need many samples); progress every 5 s.
   std::vector<std::pair<double, int64_t>> rss;
   while (absl::Now() - start < absl::Seconds(*seconds) && !stop.load()) {
-    absl::SleepFor(absl::Seconds(5));
+    absl::SleepFor(absl::Seconds(1));
     rss.emplace_back(absl::ToDoubleSeconds(absl::Now() - start), RssBytes(pid));
+    if (rss.size() % 5 != 0) continue;
+    std::lock_guard<std::mutex> lock(mu);
     std::fprintf(stderr, "soak: %.0f s, %zu steps done, server RSS %.1f MB\n", rss.back().first,
                  samples.size(), static_cast<double>(rss.back().second) / 1e6);
   }
@@ -191,8 +194,7 @@ int Soak(int argc, char** argv) {
   const bool drained = stop_server();
 
   // Growth is a trend, not a spike (a snapshot or a memtable flush briefly holds extra copies):
-  // the median of the samples of the second quarter of the run (just after warm-up) against the
-  // median of the last quarter.
+  // medians, not single samples.
   auto median_between = [&](double from, double to) -> int64_t {
     std::vector<double> v;
     for (const auto& [at, bytes] : rss) {
@@ -200,9 +202,12 @@ int Soak(int argc, char** argv) {
     }
     return static_cast<int64_t>(Percentile(v, 0.5));
   };
-  const double warm_up = *seconds / 4;
-  const int64_t rss_after_warm_up = median_between(warm_up, 2 * warm_up);
-  const int64_t rss_end = median_between(*seconds - warm_up, *seconds + 10);
+  // Warm-up: a quarter of the run, at least a minute (the heap takes about that long to reach its
+  // working set). What follows is split in halves: the first half's median against the last's.
+  const double warm_up = std::max<double>(*seconds / 4, std::min<double>(60, *seconds / 2));
+  const double half = (*seconds - warm_up) / 2;
+  const int64_t rss_after_warm_up = median_between(warm_up, warm_up + half);
+  const int64_t rss_end = median_between(warm_up + half, *seconds + 10);
   const double growth = rss_after_warm_up > 0 ? static_cast<double>(rss_end - rss_after_warm_up) /
                                                     static_cast<double>(rss_after_warm_up)
                                               : 1.0;
@@ -215,7 +220,8 @@ int Soak(int argc, char** argv) {
   const double p99_first = Percentile(first, 0.99), p99_last = Percentile(last, 0.99);
   std::printf(
       "soak: %d clients, %.0f s: %zu steps of one rank, %lld errors%s; server RSS %.1f MB after "
-      "warm-up -> %.1f MB at the end (medians of the 2nd and last quarter: %+.1f %%, limit 5 %%); "
+      "warm-up -> %.1f MB at the end (medians of the two halves after warm-up: %+.1f %%, limit 5 "
+      "%%); "
       "step p99 first %.0f s %.1f ms, "
       "last %.0f s %.1f ms (x%.2f, limit 1.5); SIGTERM drain %s\n",
       world, *seconds, samples.size(), static_cast<long long>(errors.load()),
