@@ -135,6 +135,11 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
         " is not empty and holds no dots state (no RocksDB CURRENT file); refusing to use it"));
   }
   const bool create = !existed || std::filesystem::is_empty(dir, ec);
+  // Made here rather than by RocksDB, which logs an alarming error for a missing directory.
+  if (!existed && !std::filesystem::create_directories(dir, ec) && ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("state_dir: cannot create ", dir, ": ", ec.message()));
+  }
   absl::StatusOr<std::unique_ptr<rocksdb::DB>> db = OpenDb(dir, create, /*read_only=*/false);
   if (!db.ok()) return db.status();
   rocksdb::DB* raw = db->get();
