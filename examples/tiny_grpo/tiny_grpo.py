@@ -344,11 +344,14 @@ def plot(results, arms, targets, path):
 # ---- server ----
 
 
-def start_server(binary, state_dir):
-    """Starts dots-server on free ports; returns (process, "HOST:PORT")."""
+def start_server(binary, state_dir, extra_args=()):
+    """Starts dots-server on free ports, with `extra_args`; returns (process, "HOST:PORT").
+
+    Raises RuntimeError with the server's stderr when it does not report its address in 30 s.
+    """
     process = subprocess.Popen(
         [binary, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
-         f"--state_dir={state_dir}"],
+         f"--state_dir={state_dir}", *extra_args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 30
@@ -362,7 +365,8 @@ def start_server(binary, state_dir):
             threading.Thread(target=process.stderr.read, daemon=True).start()
             return process, match.group(1)
     process.kill()
-    raise RuntimeError(f"dots-server did not start: {process.stderr.read()}")
+    _, err = process.communicate()
+    raise RuntimeError(f"dots-server did not start; stderr:\n{err}")
 
 
 def stop_server(process):

@@ -6,13 +6,9 @@ Run by ctest (`python_client`), which sets PYTHONPATH to the generated stubs and
 """
 
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 import pytest
 
@@ -25,6 +21,29 @@ for path in (HERE, os.path.join(REPO, "examples", "tiny_grpo")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+import tiny_grpo  # noqa: E402  (examples/tiny_grpo: starts and stops dots-server)
+
+
+def running_server(state_prefix, *flags):
+    """Runs dots-server (DOTS_SERVER_BIN) with a state directory of its own and `flags`.
+
+    A generator for fixtures: yields "HOST:PORT", then stops the server with SIGTERM and fails the
+    test if it does not exit 0; the state directory is removed either way.
+    """
+    binary = os.environ.get("DOTS_SERVER_BIN")
+    if not binary:
+        pytest.fail("DOTS_SERVER_BIN is not set (path of the dots-server binary)")
+    state = tempfile.mkdtemp(prefix=state_prefix)
+    try:
+        try:
+            process, address = tiny_grpo.start_server(binary, state, flags)
+        except RuntimeError as e:
+            pytest.fail(str(e))
+        yield address
+        assert tiny_grpo.stop_server(process) == 0, "dots-server did not exit 0 on SIGTERM"
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
 
 @pytest.fixture(scope="module")
 def server():
@@ -32,47 +51,7 @@ def server():
 
     Stopped with SIGTERM after the module; the test fails if it does not exit 0.
     """
-    binary = os.environ.get("DOTS_SERVER_BIN")
-    if not binary:
-        pytest.fail("DOTS_SERVER_BIN is not set (path of the dots-server binary)")
-    state = tempfile.mkdtemp(prefix="dots-pytest-")
-    process = subprocess.Popen(
-        [
-            binary,
-            "--listen=127.0.0.1:0",
-            "--metrics_listen=127.0.0.1:0",
-            f"--state_dir={state}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    address = None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break  # exited
-        match = re.match(r"dots-server listening on (\S+:\d+)", line)
-        if match:
-            address = match.group(1)
-            break
-    if address is None:
-        process.kill()
-        _, err = process.communicate()
-        shutil.rmtree(state, ignore_errors=True)
-        pytest.fail(f"dots-server did not report its address; stderr:\n{err}")
-    # Keep draining both pipes so the server never blocks on a full pipe.
-    threading.Thread(target=process.stdout.read, daemon=True).start()
-    threading.Thread(target=process.stderr.read, daemon=True).start()
-    yield address
-    process.terminate()
-    try:
-        assert process.wait(timeout=30) == 0, "dots-server did not exit 0 on SIGTERM"
-    finally:
-        if process.poll() is None:
-            process.kill()
-        shutil.rmtree(state, ignore_errors=True)
+    yield from running_server("dots-pytest-")
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,15 @@ Python client's TLS and token options end to end.
 """
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
-import threading
-import time
 
 import pytest
 
 import dots_client
+import tiny_grpo  # examples/tiny_grpo, on the path through conftest
+from conftest import running_server
 
 ADMIN_TOKEN = "python-admin-token-7c1e9a"
 
@@ -58,36 +57,11 @@ def _start(args):
 
 @pytest.fixture(scope="module")
 def mtls_server(pki):
-    state = tempfile.mkdtemp(prefix="dots-pytest-auth-")
     p = lambda name: os.path.join(pki, name)  # noqa: E731
-    process = _start([f"--state_dir={state}", f"--admin_token_file={p('admin.token')}",
-                      f"--tls_cert_file={p('server.pem')}", f"--tls_key_file={p('server.key')}",
-                      f"--tls_client_ca_file={p('ca.pem')}"])
-    address = None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        match = re.match(r"dots-server listening on (\S+:\d+)", line)
-        if match:
-            address = match.group(1)
-            break
-    if address is None:
-        process.kill()
-        _, err = process.communicate()
-        shutil.rmtree(state, ignore_errors=True)
-        pytest.fail(f"dots-server did not start; stderr:\n{err}")
-    threading.Thread(target=process.stdout.read, daemon=True).start()
-    threading.Thread(target=process.stderr.read, daemon=True).start()
-    yield address
-    process.terminate()
-    try:
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        shutil.rmtree(state, ignore_errors=True)
+    yield from running_server("dots-pytest-auth-", f"--admin_token_file={p('admin.token')}",
+                              f"--tls_cert_file={p('server.pem')}",
+                              f"--tls_key_file={p('server.key')}",
+                              f"--tls_client_ca_file={p('ca.pem')}")
 
 
 def _client(address, pki, token=None, cert=True):
@@ -134,11 +108,10 @@ def test_server_refuses_tokens_without_tls(pki):
     out, err = refused.communicate(timeout=30)
     assert refused.returncode == 2
     assert "--allow_insecure_tokens" in err
-    allowed = _start(["--state_dir=", f"--admin_token_file={token_file}",
-                      "--allow_insecure_tokens"])
+    allowed, address = tiny_grpo.start_server(
+        os.environ["DOTS_SERVER_BIN"], "",
+        [f"--admin_token_file={token_file}", "--allow_insecure_tokens"])
     try:
-        line = allowed.stdout.readline()
-        address = re.match(r"dots-server listening on (\S+:\d+)", line).group(1)
         with dots_client.Client(address, token=ADMIN_TOKEN, timeout=10.0) as admin:
             assert admin.create_run("plain", {})["token"].startswith("dots_")
         with dots_client.Client(address, timeout=10.0, max_attempts=1) as anonymous:
@@ -146,6 +119,4 @@ def test_server_refuses_tokens_without_tls(pki):
                 anonymous.list_runs()
             assert e.value.code == "UNAUTHENTICATED"
     finally:
-        allowed.terminate()
-        allowed.communicate(timeout=30)
-    assert allowed.returncode == 0
+        assert tiny_grpo.stop_server(allowed) == 0
