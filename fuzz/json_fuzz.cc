@@ -1,5 +1,5 @@
-// Fuzzes the strict JSON parser (core/json.h), which every loader and the run config go through.
-// Beyond "no crash, no sanitizer report", for every document that parses:
+// Fuzzes the strict JSON parser (core/util/json.h), which every loader and the run config go
+// through. Beyond "no crash, no sanitizer report", for every document that parses:
 //   - the root's raw() is the input without its surrounding whitespace, and parses again;
 //   - every decoded string (values and keys) survives JsonQuote -> ParseJson unchanged;
 //   - every finite number survives JsonNumber -> ParseJson bit for bit;
@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/json.h"
+#include "core/util/json.h"
 #include "fuzz/fuzz_check.h"
 
 namespace {

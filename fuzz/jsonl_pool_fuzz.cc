@@ -1,4 +1,4 @@
-// Fuzzes the pool loader (core/pool.h LoadPool) through real files, as ImportPool uses it.
+// Fuzzes the pool loader (core/formats/pool.h LoadPool) through real files, as ImportPool uses it.
 // The input is the JSONL file; if it contains the .npy magic "\x93NUMPY", everything from the
 // magic on is written as the embeddings .npy instead (so the corpus can hold pairs).
 // For every pool that loads: one question per non-blank line, each line accepted by
@@ -16,7 +16,7 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
-#include "core/pool.h"
+#include "core/formats/pool.h"
 #include "fuzz/fuzz_check.h"
 
 namespace {

@@ -1,5 +1,5 @@
-// Fuzzes the .npy reader (core/npy.h) on bytes in memory. For every input that parses: a 2-D
-// matrix with rows, cols >= 1 and rows * cols values, which SerializeNpy -> ParseNpy gives back
+// Fuzzes the .npy reader (core/formats/npy.h) on bytes in memory. For every input that parses: a
+// 2-D matrix with rows, cols >= 1 and rows * cols values, which SerializeNpy -> ParseNpy gives back
 // bit for bit (NaN payloads included). Every rejection is INVALID_ARGUMENT and names the file.
 #include <cstddef>
 #include <cstdint>
@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
-#include "core/npy.h"
+#include "core/formats/npy.h"
 #include "fuzz/fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -1,4 +1,4 @@
-// Fuzzes what an ImportRun archive (core/run_archive.h) reaches behind its checksums: the
+// Fuzzes what an ImportRun archive (core/storage/run_archive.h) reaches behind its checksums: the
 // archive reader, and Run::Open rebuilding a run from hostile meta, pool, snapshot and event
 // records (the restore path of a restart, too). Archives carry CRC-32Cs, so mutated bytes would
 // almost never get past them; this target therefore builds a well-formed archive around the
@@ -39,11 +39,11 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "core/run.h"
-#include "core/run_archive.h"
-#include "core/run_config.h"
-#include "core/run_registry.h"
-#include "core/state_store.h"
+#include "core/run/run.h"
+#include "core/run/run_config.h"
+#include "core/run/run_registry.h"
+#include "core/storage/run_archive.h"
+#include "core/storage/state_store.h"
 #include "fuzz/fuzz_check.h"
 #include "google/protobuf/stubs/logging.h"
 
@@ -65,7 +65,7 @@ T GetLittleEndian(const char* p) {
   return v;
 }
 
-// A well-formed archive (format of core/run_archive.h) of (key, value) records.
+// A well-formed archive (format of core/storage/run_archive.h) of (key, value) records.
 std::string BuildArchive(const std::vector<std::pair<std::string, std::string>>& records) {
   std::string out("DOTSRUN\n");
   PutLittleEndian<uint32_t>(&out, dots::kArchiveVersion);

@@ -1,4 +1,4 @@
-// Fuzzes the run-config parser (core/run_config.h), the text a CreateRun carries. For every
+// Fuzzes the run-config parser (core/run/run_config.h), the text a CreateRun carries. For every
 // config that parses: Validate() agrees, the canonical JSON parses back to a config with the
 // same canonical JSON (a fixed point), and ValidateForPool answers for pool sizes from 0 to
 // 2^62 without overflowing. Every rejection is INVALID_ARGUMENT with a message.
@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
-#include "core/run_config.h"
+#include "core/run/run_config.h"
 #include "fuzz/fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

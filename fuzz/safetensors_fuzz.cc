@@ -1,5 +1,5 @@
-// Fuzzes the safetensors reader (core/safetensors.h) on bytes in memory. For every input that
-// parses: each tensor has product(shape) values and non-negative dimensions, and
+// Fuzzes the safetensors reader (core/formats/safetensors.h) on bytes in memory. For every input
+// that parses: each tensor has product(shape) values and non-negative dimensions, and
 // SerializeSafeTensors -> ParseSafeTensors gives back the same names, shapes, values (bit for
 // bit) and metadata. Every rejection is INVALID_ARGUMENT and names the file.
 #include <cstddef>
@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
-#include "core/safetensors.h"
+#include "core/formats/safetensors.h"
 #include "fuzz/fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

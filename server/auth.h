@@ -27,7 +27,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/run_registry.h"
+#include "core/run/run_registry.h"
 #include "grpcpp/server_context.h"
 
 namespace dots {

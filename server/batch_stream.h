@@ -20,7 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/run.h"
+#include "core/run/run.h"
 #include "dots/v1/dots.pb.h"
 
 namespace dots {

@@ -46,7 +46,7 @@ class Executor {
   void WorkerLoop();
 
   const std::string name_;
-  mutable std::mutex mu_;  // std::mutex: visible to ThreadSanitizer (see core/run.h)
+  mutable std::mutex mu_;  // std::mutex: visible to ThreadSanitizer (see core/run/run.h)
   std::condition_variable wake_;
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
-#include "core/json.h"
+#include "core/util/json.h"
 #include "grpcpp/support/status.h"
 
 namespace dots {

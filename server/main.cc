@@ -25,7 +25,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/time/time.h"
-#include "core/file_util.h"
+#include "core/util/file_util.h"
 #include "server/auth.h"
 #include "server/server.h"
 

@@ -44,7 +44,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "core/run.h"
+#include "core/run/run.h"
 #include "grpcpp/support/server_interceptor.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -183,7 +183,7 @@ class Metrics {
   std::mutex source_mu_;
   RunSource source_ ABSL_GUARDED_BY(source_mu_);
 
-  // std::mutex: visible to ThreadSanitizer (see core/run.h).
+  // std::mutex: visible to ThreadSanitizer (see core/run/run.h).
   std::mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<RunSeries>> runs_ ABSL_GUARDED_BY(mu_);
   // Cached RPC series: (method, code) -> counter, method -> histogram.

@@ -21,9 +21,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "core/run.h"
-#include "core/run_registry.h"
-#include "core/state_store.h"
+#include "core/run/run.h"
+#include "core/run/run_registry.h"
+#include "core/storage/state_store.h"
 #include "grpcpp/server.h"
 #include "server/auth.h"
 #include "server/executor.h"
@@ -37,8 +37,8 @@ class Server {
   struct Options {
     // host:port to listen on; port 0 picks a free one (see address()).
     std::string listen_address = "127.0.0.1:50051";
-    // The state directory (core/state_store.h): every run is durable there and restored from it
-    // at start. Empty keeps runs in memory only (tests; dots-server's flag defaults to
+    // The state directory (core/storage/state_store.h): every run is durable there and restored
+    // from it at start. Empty keeps runs in memory only (tests; dots-server's flag defaults to
     // ./dots-state).
     std::string state_dir;
     // kAlways: one fsync per change; kGroup: concurrent changes share fsyncs.

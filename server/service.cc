@@ -11,8 +11,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "core/run_config.h"
-#include "core/status_macros.h"
+#include "core/run/run_config.h"
+#include "core/util/status_macros.h"
 #include "server/batch_stream.h"
 #include "server/grpc_status.h"
 #include "server/service_internal.h"

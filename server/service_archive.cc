@@ -1,4 +1,4 @@
-// DotsService: ExportRun and ImportRun, run archives over the wire (core/run_archive.h).
+// DotsService: ExportRun and ImportRun, run archives over the wire (core/storage/run_archive.h).
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -12,9 +12,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/run_archive.h"
-#include "core/state_store.h"
-#include "core/status_macros.h"
+#include "core/storage/run_archive.h"
+#include "core/storage/state_store.h"
+#include "core/util/status_macros.h"
 #include "dots/state/v1/state.pb.h"
 #include "rocksdb/write_batch.h"
 #include "server/auth.h"

@@ -16,8 +16,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/run_registry.h"
-#include "core/status_macros.h"
+#include "core/run/run_registry.h"
+#include "core/util/status_macros.h"
 #include "dots/v1/dots.pb.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"

@@ -10,9 +10,9 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "core/json.h"
-#include "core/pool.h"
-#include "core/status_macros.h"
+#include "core/formats/pool.h"
+#include "core/util/json.h"
+#include "core/util/status_macros.h"
 #include "server/grpc_status.h"
 #include "server/service.h"
 #include "server/service_internal.h"

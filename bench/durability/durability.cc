@@ -14,10 +14,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "client/cli/flags.h"
-#include "core/random.h"
-#include "core/run.h"
-#include "core/state_store.h"
-#include "core/status_macros.h"
+#include "core/run/run.h"
+#include "core/storage/state_store.h"
+#include "core/util/random.h"
+#include "core/util/status_macros.h"
 
 namespace dots::bench {
 namespace {

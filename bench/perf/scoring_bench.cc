@@ -26,10 +26,10 @@
 #include <string>
 #include <vector>
 
-#include "core/adapter.h"
-#include "core/matrix.h"
-#include "core/random.h"
-#include "core/similarity.h"
+#include "core/estimation/adapter.h"
+#include "core/estimation/similarity.h"
+#include "core/util/matrix.h"
+#include "core/util/random.h"
 
 namespace dots {
 namespace {

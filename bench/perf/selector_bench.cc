@@ -11,8 +11,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/random.h"
-#include "core/selector.h"
+#include "core/selection/selector.h"
+#include "core/util/random.h"
 
 namespace dots {
 namespace {

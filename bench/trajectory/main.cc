@@ -16,8 +16,8 @@
 #include "bench/soak/soak.h"
 #include "bench/trajectory/trajectory.h"
 #include "client/cli/flags.h"
-#include "core/json.h"
-#include "core/status_macros.h"
+#include "core/util/json.h"
+#include "core/util/status_macros.h"
 
 namespace dots::bench {
 namespace {

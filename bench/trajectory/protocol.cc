@@ -4,8 +4,8 @@
 
 #include "absl/strings/str_format.h"
 #include "bench/trajectory/trajectory.h"
-#include "core/run.h"
-#include "core/status_macros.h"
+#include "core/run/run.h"
+#include "core/util/status_macros.h"
 
 namespace dots::bench {
 namespace {

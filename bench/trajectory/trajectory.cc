@@ -7,9 +7,9 @@
 #include <sstream>
 
 #include "absl/strings/str_format.h"
-#include "core/json.h"
-#include "core/random.h"
-#include "core/status_macros.h"
+#include "core/util/json.h"
+#include "core/util/random.h"
+#include "core/util/status_macros.h"
 
 namespace dots::bench {
 

@@ -19,12 +19,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/adapter.h"
-#include "core/estimator.h"
-#include "core/pool.h"
-#include "core/reference_set.h"
-#include "core/run_config.h"
-#include "core/selector.h"
+#include "core/estimation/adapter.h"
+#include "core/estimation/estimator.h"
+#include "core/formats/pool.h"
+#include "core/run/run_config.h"
+#include "core/selection/reference_set.h"
+#include "core/selection/selector.h"
 
 namespace dots::bench {
 

@@ -10,7 +10,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "core/file_util.h"
+#include "core/util/file_util.h"
 #include "dots/v1/dots.grpc.pb.h"
 
 namespace dots {

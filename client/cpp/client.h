@@ -47,9 +47,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "core/matrix.h"
-#include "core/pool.h"
-#include "core/run.h"
+#include "core/formats/pool.h"
+#include "core/run/run.h"
+#include "core/util/matrix.h"
 
 namespace dots {
 
@@ -143,8 +143,8 @@ class Client {
   // Removes the run and everything of it. Not retried. Errors: NOT_FOUND.
   absl::Status DeleteRun(const std::string& run_id, const CallOptions& call = {});
 
-  // Writes run `run_id`'s archive (core/run_archive.h) to `path`, through `path`.partial renamed
-  // into place only when complete, so `path` is never a truncated archive. Retried on
+  // Writes run `run_id`'s archive (core/storage/run_archive.h) to `path`, through `path`.partial
+  // renamed into place only when complete, so `path` is never a truncated archive. Retried on
   // UNAVAILABLE (the export is read-only). Errors: NOT_FOUND, FAILED_PRECONDITION (memory-only
   // server), INTERNAL for a local write error naming the file. O(archive) time, O(1 MiB) memory.
   absl::Status ExportRun(const std::string& run_id, const std::string& path,

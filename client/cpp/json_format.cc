@@ -4,8 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/cpp/base64.h"
-#include "core/file_util.h"
-#include "core/json.h"
+#include "core/util/file_util.h"
+#include "core/util/json.h"
 
 namespace dots {
 namespace {

@@ -2,7 +2,7 @@
 // tests rely on them), and the parser of dotsctl's report lines. Everything is one line of JSON;
 // values that are JSON text on the wire (config_json, metadata_json) are embedded as JSON, not as
 // strings. Numbers use the shortest text that reads back to the same value (rewards as floats,
-// core/json.h JsonFloat).
+// core/util/json.h JsonFloat).
 #ifndef DOTS_CLIENT_CPP_JSON_FORMAT_H_
 #define DOTS_CLIENT_CPP_JSON_FORMAT_H_
 
@@ -11,7 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "client/cpp/client.h"
-#include "core/run.h"
+#include "core/run/run.h"
 
 namespace dots {
 

@@ -10,12 +10,12 @@
 #include "absl/strings/str_format.h"
 #include "client/cli/flags.h"
 #include "client/dotsctl/commands.h"
-#include "core/estimator.h"
-#include "core/estimator_config.h"
-#include "core/file_util.h"
-#include "core/json.h"
-#include "core/pool.h"
-#include "core/status_macros.h"
+#include "core/estimation/estimator.h"
+#include "core/estimation/estimator_config.h"
+#include "core/formats/pool.h"
+#include "core/util/file_util.h"
+#include "core/util/json.h"
+#include "core/util/status_macros.h"
 
 namespace dots::dotsctl {
 namespace {

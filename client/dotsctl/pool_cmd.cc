@@ -16,10 +16,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "client/dotsctl/commands.h"
-#include "core/file_util.h"
-#include "core/json.h"
-#include "core/npy.h"
-#include "core/pool.h"
+#include "core/formats/npy.h"
+#include "core/formats/pool.h"
+#include "core/util/file_util.h"
+#include "core/util/json.h"
 
 namespace dots::dotsctl {
 namespace {
@@ -177,7 +177,8 @@ int Load(int argc, char** argv) {
       "dotsctl pool load RUN --questions FILE.jsonl [--embeddings FILE.npy]",
       "Uploads a question pool to run RUN: questions whose key exists are replaced, others\n"
       "added. FILE.jsonl has one question per line: {\"key\", \"prompt\", \"metadata\", "
-      "\"prior\",\n\"embedding\"} (core/pool.h). FILE.npy is an N x D float32/float16 matrix "
+      "\"prior\",\n\"embedding\"} (core/formats/pool.h). FILE.npy is an N x D float32/float16 "
+      "matrix "
       "with one row\nper question line. A malformed line is rejected with its line number and "
       "the rest is\nuploaded. Prints {\"added\": n, \"updated\": n, \"rejected\": [{\"line\": n, "
       "\"error\": \"...\"}]}\n(1-based lines; local and server-side rejections). Progress goes "

@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "client/dotsctl/commands.h"
-#include "core/file_util.h"
+#include "core/util/file_util.h"
 
 namespace dots::dotsctl {
 namespace {

@@ -5,8 +5,8 @@
 
 #include "client/cpp/json_format.h"
 #include "client/dotsctl/commands.h"
-#include "core/file_util.h"
-#include "core/json.h"
+#include "core/util/file_util.h"
+#include "core/util/json.h"
 
 namespace dots::dotsctl {
 namespace {

@@ -7,7 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "client/cpp/json_format.h"
 #include "client/dotsctl/commands.h"
-#include "core/file_util.h"
+#include "core/util/file_util.h"
 
 namespace dots::dotsctl {
 namespace {

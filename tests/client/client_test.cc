@@ -17,7 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "core/npy.h"
+#include "core/formats/npy.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
 #include "tests/client/test_payload.h"

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "client/cpp/base64.h"
-#include "core/json.h"
+#include "core/util/json.h"
 #include "gtest/gtest.h"
 
 namespace dots {

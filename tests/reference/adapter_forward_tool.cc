@@ -21,10 +21,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "core/adapter.h"
-#include "core/npy.h"
-#include "core/similarity.h"
-#include "core/status_macros.h"
+#include "core/estimation/adapter.h"
+#include "core/estimation/similarity.h"
+#include "core/formats/npy.h"
+#include "core/util/status_macros.h"
 
 namespace dots {
 namespace {

@@ -8,7 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/cpp/client.h"
-#include "core/state_store.h"
+#include "core/storage/state_store.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
 #include "server/service.h"

@@ -14,8 +14,8 @@
 #include <thread>
 #include <vector>
 
-#include "core/run.h"
-#include "tests/core/run_test_util.h"
+#include "core/run/run.h"
+#include "tests/core/run/run_test_util.h"
 
 namespace dots {
 namespace {

@@ -240,7 +240,7 @@ class Client:
     # ---- runs ----
 
     def create_run(self, run_id: str, config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        """Creates a run; config is a dict of core/run_config.h keys ({} = paper defaults).
+        """Creates a run; config is a dict of core/run/run_config.h keys ({} = paper defaults).
 
         Returns {run_id, config (canonical, every key), pool_size, created_unix_seconds}, plus
         "token" (the run's bearer token, returned this once) when the server has access control.

@@ -10,7 +10,7 @@
         step.report(groups)                         # feedback for the selector and replay store
         save_checkpoint(next_step=step.step + 1)
 
-Protocol it encodes (core/run.h):
+Protocol it encodes (core/run/run.h):
 
 * Steps s = 0, 1, 2, ... One `NextBatch(s)` per step and rank; the server composes the batch of
   a step once and returns it identically to every rank and on every repeat. So **resuming is
@@ -40,7 +40,7 @@ from dots_client.client import Batch, Client, DotsError, Group, Item, ReplayGrou
 # FAILED_PRECONDITION messages that mean "wait: other ranks or leases have not settled yet",
 # as opposed to errors that no amount of waiting fixes (empty pool, config larger than the pool,
 # asking more than one round ahead of the reports). Matched as substrings of the server's
-# message (core/run.cc).
+# message (core/run/run.cc).
 _TRANSIENT_PRECONDITIONS = ("cannot be planned", "are not reported yet")
 
 

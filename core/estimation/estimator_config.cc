@@ -1,0 +1,84 @@
+#include "core/estimation/estimator_config.h"
+
+#include <cmath>
+#include <string>
+
+#include "absl/strings/str_format.h"
+#include "core/util/status_macros.h"
+
+namespace dots {
+namespace {
+
+absl::Status WrongType(const std::string& key, const char* want, const JsonValue& got) {
+  return absl::InvalidArgumentError(absl::StrFormat("estimator.%s: want %s, got %s", key, want,
+                                                    JsonValue::DescribeType(got.type())));
+}
+
+absl::StatusOr<int64_t> Integer(const std::string& key, const JsonValue& v) {
+  if (!v.is_number() || std::floor(v.as_number()) != v.as_number() ||
+      std::abs(v.as_number()) > 9e15) {
+    return WrongType(key, "an integer", v);
+  }
+  return static_cast<int64_t>(v.as_number());
+}
+
+}  // namespace
+
+absl::Status ParseEstimatorConfig(const JsonValue& block, EstimatorConfig* config) {
+  if (!block.is_object()) {
+    return absl::InvalidArgumentError(absl::StrFormat("estimator: want an object, got %s",
+                                                      JsonValue::DescribeType(block.type())));
+  }
+  EstimatorOptions& o = config->options;
+  for (const auto& [key, v] : block.members()) {
+    if (key == "mode") {
+      if (!v.is_string()) return WrongType(key, "a string", v);
+      DOTS_ASSIGN_OR_RETURN(o.mode, ParseEstimatorMode(v.as_string()));
+    } else if (key == "adapter_path") {
+      if (!v.is_string() && !v.is_null()) return WrongType(key, "a path string", v);
+      config->adapter_path = v.is_string() ? v.as_string() : "";
+    } else if (key == "attention_tau") {
+      if (v.is_null()) {
+        o.attention_tau.reset();
+      } else if (v.is_number()) {
+        o.attention_tau = static_cast<float>(v.as_number());
+      } else {
+        return WrongType(key, "a number", v);
+      }
+    } else if (key == "top_k") {
+      if (v.is_null()) {
+        o.top_k.reset();
+      } else {
+        DOTS_ASSIGN_OR_RETURN(int64_t k, Integer(key, v));
+        if (k < 0 || k > (1 << 30)) {
+          return absl::InvalidArgumentError(
+              absl::StrFormat("estimator.top_k: %d must be in [0, 2^30]", k));
+        }
+        o.top_k = static_cast<int>(k);
+      }
+    } else if (key == "label_window") {
+      DOTS_ASSIGN_OR_RETURN(o.label_window, Integer(key, v));
+    } else if (key == "max_labeled") {
+      DOTS_ASSIGN_OR_RETURN(o.max_labeled, Integer(key, v));
+    } else if (key == "recalibration_window") {
+      DOTS_ASSIGN_OR_RETURN(o.recalibration_window, Integer(key, v));
+    } else if (key == "decay") {
+      if (!v.is_number()) return WrongType(key, "a number in (0, 1]", v);
+      o.decay = v.as_number();
+    } else if (key == "prior_strength") {
+      if (!v.is_number()) return WrongType(key, "a number > 0", v);
+      o.prior_strength = v.as_number();
+    } else if (key == "use_priors") {
+      if (!v.is_bool()) return WrongType(key, "true or false", v);
+      o.use_priors = v.as_bool();
+    } else {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "estimator.%s: unknown key (known: mode, adapter_path, attention_tau, top_k, "
+          "label_window, max_labeled, recalibration_window, decay, prior_strength, use_priors)",
+          key));
+    }
+  }
+  return o.Validate();
+}
+
+}  // namespace dots

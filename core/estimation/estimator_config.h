@@ -1,0 +1,28 @@
+// Reading the `estimator` block of a run configuration (JSON, snake_case keys):
+//   {"mode": "default", "adapter_path": "", "attention_tau": 0.05, "top_k": 0,
+//    "label_window": 0, "decay": 0.95, "prior_strength": 1.0}
+// Absent keys keep their defaults (EstimatorOptions). Unknown keys are errors, so a typo never
+// silently runs with a default.
+#ifndef DOTS_CORE_ESTIMATION_ESTIMATOR_CONFIG_H_
+#define DOTS_CORE_ESTIMATION_ESTIMATOR_CONFIG_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "core/estimation/estimator.h"
+#include "core/util/json.h"
+
+namespace dots {
+
+struct EstimatorConfig {
+  EstimatorOptions options;
+  std::string adapter_path;  // empty = identity projection
+};
+
+// Fills *config from `block` (a JSON object). Errors: INVALID_ARGUMENT naming the key with its
+// full path, e.g. "estimator.decay: want a number in (0, 1], got \"high\"". O(keys).
+absl::Status ParseEstimatorConfig(const JsonValue& block, EstimatorConfig* config);
+
+}  // namespace dots
+
+#endif  // DOTS_CORE_ESTIMATION_ESTIMATOR_CONFIG_H_
