@@ -26,7 +26,7 @@
 #include "client/cli/flags.h"
 #include "client/cpp/client.h"
 #include "core/formats/pool.h"
-#include "core/util/matrix.h"
+#include "core/types.h"
 #include "dots/v1/dots.grpc.pb.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"

@@ -28,7 +28,7 @@
 
 #include "core/estimation/adapter.h"
 #include "core/estimation/similarity.h"
-#include "core/util/matrix.h"
+#include "core/types.h"
 #include "core/util/random.h"
 
 namespace dots {

@@ -47,9 +47,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "core/formats/pool.h"
-#include "core/run/run.h"
-#include "core/util/matrix.h"
+#include "core/types.h"
 
 namespace dots {
 

@@ -31,7 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/formats/safetensors.h"
-#include "core/util/matrix.h"
+#include "core/types.h"
 
 namespace dots {
 

@@ -22,7 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/estimation/adapter.h"
-#include "core/util/matrix.h"
+#include "core/types.h"
 
 namespace dots {
 

@@ -27,7 +27,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "core/util/matrix.h"
+#include "core/types.h"
 
 namespace dots {
 

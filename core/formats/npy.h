@@ -14,7 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/util/matrix.h"
+#include "core/types.h"
 
 namespace dots {
 

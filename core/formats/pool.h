@@ -23,19 +23,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "core/util/matrix.h"
+#include "core/types.h"
 
 namespace dots {
 
 inline constexpr int kMaxEmbeddingDim = 65536;
 inline constexpr size_t kMaxKeyBytes = 4096;
-
-struct Question {
-  std::string key;                   // unique within the pool, non-empty, <= kMaxKeyBytes
-  std::string prompt;                // may be empty
-  std::string metadata_json = "{}";  // verbatim JSON text of "metadata" (any JSON value)
-  std::optional<double> prior;       // success-rate prior in [0, 1], if known
-};
 
 class Pool {
  public:

@@ -66,11 +66,6 @@ absl::Status ValidateGroup(const ReplayGroup& group, const ReplayOptions& option
 
 }  // namespace
 
-int64_t ReplayGroup::bytes() const {
-  return static_cast<int64_t>(key.size() + payload.size() + sizeof(float) * rewards.size()) +
-         kReplayGroupOverheadBytes;
-}
-
 absl::StatusOr<ReplayStrategy> ParseReplayStrategy(std::string_view name) {
   if (name == "uniform") return ReplayStrategy::kUniform;
   if (name == "targeted") return ReplayStrategy::kTargeted;

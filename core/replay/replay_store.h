@@ -40,38 +40,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "core/types.h"
 
 namespace dots {
-
-// Bytes charged per group on top of its variable-size fields: the ReplayGroup itself (~136 bytes),
-// its FIFO map node and its key-index entry, rounded up. An accounting figure for capacity_bytes
-// and metrics, not a measurement of the allocator.
-inline constexpr int64_t kReplayGroupOverheadBytes = 256;
-
-// The G rollouts of one question at one training step.
-struct ReplayGroup {
-  // Dedup key (the question key). Non-empty.
-  std::string key;
-  // Index of the question in the run's pool; kTargeted looks up p_hat[question]. -1 = unknown.
-  int64_t question = -1;
-  // Training step that generated the rollouts. >= 0.
-  int64_t step = 0;
-  // Policy version that generated the rollouts (the behaviour policy). >= 0.
-  int64_t policy_version = 0;
-  // G rewards, each in [0, 1] (not NaN). G >= 1.
-  std::vector<float> rewards;
-  // Opaque bytes (token ids, behaviour log-probs, ...), stored and returned byte-identical.
-  std::string payload;
-  // Times Sample() has returned this group. Insert() resets it to 0; Restore() keeps it.
-  int64_t replays = 0;
-  // Insertion order, strictly increasing over the store's lifetime. Insert() assigns it; Restore()
-  // keeps it. FIFO eviction removes the smallest first.
-  int64_t sequence = 0;
-
-  // Accounted size in bytes: key.size() + payload.size() + 4 * rewards.size() +
-  // kReplayGroupOverheadBytes. O(1).
-  int64_t bytes() const;
-};
 
 enum class ReplayStrategy {
   // Uniform without replacement over the eligible groups (the paper, App. A.1, and its code).

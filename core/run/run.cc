@@ -31,10 +31,6 @@ constexpr absl::Duration kPlannerTick = absl::Milliseconds(200);
 
 }  // namespace
 
-std::string_view ItemRoleName(ItemRole role) {
-  return role == ItemRole::kFresh ? "fresh" : "reference";
-}
-
 absl::StatusOr<std::unique_ptr<Run>> Run::Build(std::string id, RunConfig config, Options options) {
   DOTS_RETURN_IF_ERROR(config.Validate());
   std::shared_ptr<const Adapter> adapter;

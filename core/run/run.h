@@ -61,6 +61,7 @@
 #include "core/replay/replay_store.h"
 #include "core/run/run_config.h"
 #include "core/storage/state_store.h"
+#include "core/types.h"
 
 namespace dots {
 namespace state::v1 {
@@ -68,83 +69,6 @@ class RoundPlanRecord;
 class RunEvent;
 class RunSnapshot;
 }  // namespace state::v1
-
-enum class ItemRole { kFresh, kReference };
-std::string_view ItemRoleName(ItemRole role);  // "fresh" | "reference"
-
-// One question handed out, with what the trainer needs to roll it out.
-struct BatchItem {
-  std::string key;
-  ItemRole role = ItemRole::kFresh;
-  std::string prompt;
-  std::string metadata_json;
-};
-
-// A rank's slice of a step's batch.
-struct BatchSlice {
-  int64_t step = 0;
-  int64_t round = 0;
-  bool reference_batch = false;  // paper mode: the round's reference batch, not a training batch
-  int64_t batch_size = 0;        // items + replay groups of the whole step (all ranks)
-  std::vector<BatchItem> items;
-  std::vector<ReplayGroup> replay;  // with key, step, policy_version, rewards, payload
-};
-
-// One rollout group reported by a trainer.
-struct RolloutReport {
-  std::string key;
-  std::vector<float> rewards;  // G values in [0, 1]
-  int64_t policy_version = 0;
-  std::string payload;  // opaque, stored for replay and returned byte-identical
-};
-
-struct ReportResult {
-  int64_t accepted = 0;
-  int64_t duplicates = 0;
-  std::vector<std::pair<std::string, std::string>> rejected;  // (key, error)
-  // |p̂ the round's plan used − observed mean reward| of every accepted fresh group, in [0, 1]
-  // (for the dots_prediction_abs_error metric).
-  std::vector<double> fresh_abs_errors;
-};
-
-struct RunStats {
-  int64_t step = -1;  // highest step whose batch was issued
-  int64_t round = -1;
-  int64_t pool_size = 0;
-  int64_t reported_groups = 0;
-  int64_t duplicate_reports = 0;
-  int64_t rejected_reports = 0;
-  double effective_ratio_last_step = 0;  // reported training groups with 0 < mean reward < 1
-  int64_t effective_last_step_index = -1;
-  int64_t effective_groups = 0, solve_all_groups = 0, solve_none_groups = 0;
-  int64_t replay_groups = 0;
-  int64_t replay_bytes = 0;
-  int64_t replayed_groups = 0;  // groups handed out for replay, all steps
-  int64_t leases_outstanding = 0;
-  int64_t leases_expired = 0;
-  int64_t rounds_planned = 0;
-  double last_planning_seconds = 0;
-  int64_t policy_version = 0;  // highest seen
-};
-
-struct QuestionEstimate {
-  std::string key;
-  double p_hat = 0;
-  int64_t observations = 0;
-  int64_t last_policy_version = -1;
-};
-
-struct RejectedQuestion {
-  int64_t index;  // position in the upload
-  std::string key;
-  std::string error;
-};
-
-struct UpsertResult {
-  int64_t added = 0;
-  int64_t updated = 0;
-  std::vector<RejectedQuestion> rejected;  // only with reject_individually
-};
 
 // Resource limits of one server (dots-server's --max_* flags). Over a limit a call fails with
 // RESOURCE_EXHAUSTED naming the limit, and nothing is written. Runs already stored are loaded at

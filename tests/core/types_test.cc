@@ -1,4 +1,4 @@
-#include "core/util/matrix.h"
+#include "core/types.h"
 
 #include <gtest/gtest.h>
 
