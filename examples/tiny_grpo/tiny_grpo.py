@@ -61,6 +61,18 @@ ARMS = {
         "reference_size": max(1, b // 4),
         "replay": {"enabled": False},
     },
+    # The ceiling of selection: dots_rr's budget, reference set and replay, but the run selects
+    # on the questions' exact success rates under the current policy. The trainer sends them as
+    # priors after every update (see ORACLE_ESTIMATOR); the history estimator with an enormous
+    # prior pseudo-count then predicts the prior alone, so p_hat is the exact rate when the round
+    # is planned.
+    "oracle": lambda b: {
+        "selector": {"strategy": "dots"},
+        "estimator": {"mode": "history", "prior_strength": 1e9},
+        "reference_mode": "inline",
+        "reference_size": max(1, b // 4),
+        "replay": {"enabled": True, "capacity_groups": b},
+    },
     # The GRPO baseline: uniform selection, no replay, no reference set.
     "uniform": lambda b: {
         "selector": {"strategy": "uniform"},
@@ -106,7 +118,16 @@ def run_arm(client, arm, seed, args, run_id):
     }
     client.create_run(run_id, config)
     records = task.records(task.train, "q")
-    result = client.upsert_questions(run_id, records, task.embeddings(task.train))
+
+    def with_exact_priors():
+        # The oracle's pool: no embeddings (its estimator needs none), exact rates as priors.
+        exact = task.success_rates(policy, task.train)
+        return [dict(r, prior=float(p)) for r, p in zip(records, exact)]
+
+    if arm == "oracle":
+        result = client.upsert_questions(run_id, with_exact_priors())
+    else:
+        result = client.upsert_questions(run_id, records, task.embeddings(task.train))
     if result["rejected"]:
         raise RuntimeError(f"{run_id}: questions rejected: {result['rejected'][:3]}")
     index_of = {r["key"]: i for i, r in enumerate(records)}
@@ -145,6 +166,10 @@ def run_arm(client, arm, seed, args, run_id):
             clip_eps=args.clip_eps, minibatches=args.minibatches, rng=rng,
             ratio_old_cap=args.ratio_old_cap,
         )
+        if arm == "oracle":
+            # Before the report, which lets the server plan the next round: the plan then uses
+            # the exact rates of the policy that will roll it out.
+            client.upsert_questions(run_id, with_exact_priors())
         step.report([
             step.group(item.key, rewards[i], encode_payload(tokens[i], logp[i]))
             for i, item in enumerate(step.items)
@@ -226,9 +251,12 @@ def summarize(results, targets, arms):
         out["targets"].append(entry)
     for arm in arms:
         runs = [by[(arm, s)] for s in seeds]
+        thirds = [np.array_split(np.array(r["curve"]["fresh_effective"]), 3) for r in runs]
         out["arms"][arm] = {
             "fresh_effective": float(np.mean([np.mean(r["curve"]["fresh_effective"])
                                               for r in runs])),
+            "fresh_effective_thirds": [float(np.mean([t[i].mean() for t in thirds]))
+                                       for i in range(3)],
             "batch_effective": float(np.mean([np.mean(r["curve"]["batch_effective"])
                                               for r in runs])),
             "initial_heldout": float(np.mean([r["heldout_initial"] for r in runs])),
