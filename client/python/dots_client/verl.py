@@ -306,8 +306,8 @@ class DotsDataset(_DatasetBase):
         if LEGACY_MECHANISM == support.CURRICULUM_SAMPLER:
             name = support.cfg_get(config, "sampler.class_name")
             path = str(support.cfg_get(config, "sampler.class_path", ""))
-            if name != "DotsSampler" or not (path.endswith("dots_client.verl") or
-                                              path.endswith("dots_client/verl.py")):
+            if name != "DotsSampler" or not path.endswith(("dots_client.verl", "dots_client/verl",
+                                                           "dots_client/verl.py")):
                 raise ValueError(
                     f"verl {VERL_VERSION} reports rewards through the curriculum sampler: set "
                     f"{_hook_setting()} (now data.sampler.class_path={path or None}, "
@@ -605,10 +605,15 @@ if _ReplayBufferBase is not None:
                                         select_fields=["extra_info", "rm_scores",
                                                        "response_mask"])
             except KeyError as e:
+                data, missing = None, e
+            else:
+                missing = next((f for f in ("rm_scores", "response_mask")
+                                if f not in data.keys()), None)
+            if missing is not None:
                 raise RuntimeError(
-                    f"{where}: the sampled trajectories have no {e} field: rewards are stored "
-                    "with a trajectory only when they are computed during rollout (rule-based "
-                    "reward, or reward.reward_model.enable_resource_pool=True)") from e
+                    f"{where}: the sampled trajectories have no {missing} field: rewards are "
+                    "stored with a trajectory only when they are computed during rollout "
+                    "(rule-based reward, or reward.reward_model.enable_resource_pool=True)")
             infos = [support.unwrap(x) for x in list(data["extra_info"])]
             row_keys, steps, runs = support.dots_fields(infos, where)
             dataset = support.dataset_of(runs[0], where)

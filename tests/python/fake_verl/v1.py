@@ -37,7 +37,6 @@ import uuid
 import numpy as np
 
 from fake_verl import core
-from fake_verl.versions import spec
 
 # ---- transfer_queue ----
 
@@ -235,7 +234,6 @@ class PPOTrainer:
             kv_put(uid, partition_id, {"status": "finished"})
 
     def _validate(self):
-        data = self.config.data
         val = core.collate_fn([self.val_dataset[i] for i in range(len(self.val_dataset))])
         val["uid"] = np.array([str(uuid.uuid4()) for _ in val["raw_prompt"]], dtype=object)
         self._submit(val, "val")
