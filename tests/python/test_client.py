@@ -1,6 +1,6 @@
 """Tests of dots_client against a live dots-server (DOTS_SERVER_BIN) and a fake gRPC server.
 
-Run by ctest (`python_client`), which sets PYTHONPATH to the generated stubs and the package:
+Run by ctest (one `python_test_*` entry per file), which sets PYTHONPATH to the generated stubs and the package:
     PYTHONPATH=BUILD/python:client/python DOTS_SERVER_BIN=BUILD/bin/dots-server \
         /usr/bin/python3 -m pytest -q tests/python
 """
