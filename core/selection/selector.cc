@@ -26,7 +26,9 @@ constexpr int64_t kBlockSize = 4096;
 // memory-bound, and measured slower on 2 threads than on 1 when the other core is busy.
 constexpr int64_t kParallelMinQuestions = 1 << 14;
 // Purpose tags mixed into the seed, so that the strategies never share a random stream.
-constexpr uint64_t kStreamTag[] = {0x444f5453, 0x554e4946, 0x47524545, 0x42414e44, 0x54484f4d};
+// kPosterior shares kDots's stream: with certain posteriors it draws exactly what kDots draws.
+constexpr uint64_t kStreamTag[] = {0x444f5453, 0x554e4946, 0x47524545,
+                                   0x42414e44, 0x54484f4d, 0x444f5453};
 
 // The largest Gumbel value -log(-log(u)) that Rng::UniformOpen can produce: u <= 1 - 2^-54 gives
 // -log(-log(u)) <= 54 ln 2 = 37.43. Rounded up so that it also bounds the computed value.
@@ -214,6 +216,30 @@ double SampleBeta(double a, double b, NormalSource& source) {
   return 1.0 / (1.0 + std::exp(log_y - log_x));
 }
 
+// Gumbel-top-k over pi(q) ∝ exp(-distance(q) / tau). The key tau * (logit + G) =
+// -distance + tau * G is the logit scaled by tau > 0, which keeps the order, needs no division
+// and cannot overflow for small tau. When tau * G vanishes next to the distance (tau -> 0), equal
+// distances fall back to comparing G through u. `distance` is evaluated only for eligible
+// questions.
+template <typename Distance>
+std::vector<int64_t> SelectByDistance(int64_t n, int64_t k, uint64_t seed, uint64_t tag, double tau,
+                                      const uint8_t* excluded, Distance distance) {
+  const double tau_max_gumbel = tau * kMaxGumbel;
+  return SelectTopK(n, k, seed, tag, /*parallel=*/false,
+                    [&](int64_t begin, int64_t end, Rng& rng, TopKBuffer& buffer) {
+                      for (int64_t i = begin; i < end; ++i) {
+                        const double u = rng.UniformOpen();  // Drawn even if excluded.
+                        if (excluded != nullptr && excluded[i] != 0) continue;
+                        const double neg_distance = -distance(i);
+                        const double threshold = buffer.threshold();
+                        if (neg_distance + tau_max_gumbel < threshold) continue;
+                        if (neg_distance + tau * GumbelUpperBound(u) < threshold) continue;
+                        const double gumbel = -std::log(-std::log(u));
+                        buffer.Push({neg_distance + tau * gumbel, UniformTieBits(u), i});
+                      }
+                    });
+}
+
 absl::Status ValidateInput(const SelectorInput& input, int64_t budget,
                            const SelectorOptions& options) {
   const size_t n = input.p_hat.size();
@@ -257,7 +283,8 @@ absl::Status ValidateInput(const SelectorInput& input, int64_t budget,
                                                      input.p_hat[i], "; it must be finite"));
     }
   }
-  if (options.strategy == SelectorStrategy::kThompson) {
+  if (options.strategy == SelectorStrategy::kThompson ||
+      options.strategy == SelectorStrategy::kPosterior) {
     for (size_t i = 0; i < input.beta_a.size(); ++i) {
       const float a = input.beta_a[i];
       const float b = input.beta_b[i];
@@ -279,9 +306,10 @@ absl::StatusOr<SelectorStrategy> ParseSelectorStrategy(std::string_view name) {
   if (name == "greedy") return SelectorStrategy::kGreedy;
   if (name == "band") return SelectorStrategy::kBand;
   if (name == "thompson") return SelectorStrategy::kThompson;
+  if (name == "posterior") return SelectorStrategy::kPosterior;
   return absl::InvalidArgumentError(
       absl::StrCat("unknown selector strategy \"", std::string(name),
-                   "\"; expected dots, uniform, greedy, band or thompson"));
+                   "\"; expected dots, uniform, greedy, band, thompson or posterior"));
 }
 
 std::string_view SelectorStrategyName(SelectorStrategy strategy) {
@@ -296,6 +324,8 @@ std::string_view SelectorStrategyName(SelectorStrategy strategy) {
       return "band";
     case SelectorStrategy::kThompson:
       return "thompson";
+    case SelectorStrategy::kPosterior:
+      return "posterior";
   }
   return "unknown";
 }
@@ -314,25 +344,21 @@ absl::StatusOr<std::vector<int64_t>> SelectQuestions(const SelectorInput& input,
   const uint64_t tag = kStreamTag[static_cast<int>(options.strategy)];
 
   switch (options.strategy) {
-    case SelectorStrategy::kDots: {
-      // Key tau * (logit + G) = -|p - alpha| + tau * G: the logit scaled by tau > 0, which keeps
-      // the order, needs no division and cannot overflow for small tau. When tau * G vanishes
-      // next to |p - alpha| (tau -> 0), equal distances fall back to comparing G through u.
-      const double tau = options.tau;
-      const double tau_max_gumbel = tau * kMaxGumbel;
-      return SelectTopK(n, k, seed, tag, /*parallel=*/false,
-                        [&](int64_t begin, int64_t end, Rng& rng, TopKBuffer& buffer) {
-                          for (int64_t i = begin; i < end; ++i) {
-                            const double u = rng.UniformOpen();  // Drawn even if excluded.
-                            if (excluded != nullptr && excluded[i] != 0) continue;
-                            const double neg_distance = -std::fabs(double{p_hat[i]} - alpha);
-                            const double threshold = buffer.threshold();
-                            if (neg_distance + tau_max_gumbel < threshold) continue;
-                            if (neg_distance + tau * GumbelUpperBound(u) < threshold) continue;
-                            const double gumbel = -std::log(-std::log(u));
-                            buffer.Push({neg_distance + tau * gumbel, UniformTieBits(u), i});
-                          }
-                        });
+    case SelectorStrategy::kDots:
+      return SelectByDistance(n, k, seed, tag, options.tau, excluded,
+                              [&](int64_t i) { return std::fabs(double{p_hat[i]} - alpha); });
+    case SelectorStrategy::kPosterior: {
+      if (input.beta_a.empty()) {
+        return SelectByDistance(n, k, seed, tag, options.tau, excluded,
+                                [&](int64_t i) { return std::fabs(double{p_hat[i]} - alpha); });
+      }
+      const float* beta_a = input.beta_a.data();
+      const float* beta_b = input.beta_b.data();
+      return SelectByDistance(n, k, seed, tag, options.tau, excluded, [&](int64_t i) {
+        const double m = std::clamp(double{p_hat[i]}, 0.0, 1.0);
+        const double kappa = double{beta_a[i]} + double{beta_b[i]};
+        return std::sqrt((m - alpha) * (m - alpha) + m * (1.0 - m) / (kappa + 1.0));
+      });
     }
     case SelectorStrategy::kUniform:
       // All logits equal: the Gumbel key is monotone in u, so u itself is the key.

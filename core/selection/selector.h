@@ -34,10 +34,19 @@ enum class SelectorStrategy {
   // Thompson sampling: draw p_q ~ Beta(a_q, b_q) for every question, then greedy on
   // |p_q - alpha| (see SelectorInput::beta_a for the default posterior).
   kThompson,
+  // DOTS on the posterior: pi(q) ∝ exp(-d_q / tau) without replacement, with
+  // d_q = sqrt(E[(p - alpha)^2]) under a Beta posterior of mean m = clamp(p_hat, 0, 1) and
+  // concentration kappa = beta_a + beta_b: d_q^2 = (m - alpha)^2 + m (1 - m) / (kappa + 1). A
+  // question whose success rate is known (kappa -> infinity) has the paper's |p_hat - alpha|; one
+  // whose estimate rests on little evidence (a prediction from similar questions, a stale
+  // history) is further from the target by its posterior spread. At alpha = 0.5, d_q^2 =
+  // 0.25 - E[p (1 - p)], so this ranks by the expected GRPO gradient signal of Theorem 1 under the
+  // posterior. Without beta_a / beta_b (paper-mode estimates) it is kDots.
+  kPosterior,
 };
 
-// "dots", "uniform", "greedy", "band", "thompson" (exact, lower case). INVALID_ARGUMENT
-// otherwise. O(1).
+// "dots", "uniform", "greedy", "band", "thompson", "posterior" (exact, lower case).
+// INVALID_ARGUMENT otherwise. O(1).
 absl::StatusOr<SelectorStrategy> ParseSelectorStrategy(std::string_view name);
 // The inverse of ParseSelectorStrategy. O(1).
 std::string_view SelectorStrategyName(SelectorStrategy strategy);
@@ -46,8 +55,8 @@ struct SelectorOptions {
   SelectorStrategy strategy = SelectorStrategy::kDots;
   // Target success rate. Must be finite.
   double alpha = 0.5;
-  // Temperature of pi(q) ∝ exp(-|p_hat - alpha| / tau); finite and > 0. Used by kDots only,
-  // but always validated.
+  // Temperature of pi(q) ∝ exp(-|p_hat - alpha| / tau); finite and > 0. Used by kDots and
+  // kPosterior only, but always validated.
   double tau = 1e-3;
   // kBand: eligible questions have p_hat in [band_lo, band_hi], the bounds rounded to float (the
   // precision of p_hat). Finite, band_lo <= band_hi.
@@ -61,7 +70,8 @@ struct SelectorInput {
   absl::Span<const float> p_hat;
   // Empty, or N flags: nonzero = never select (leased, cooling down, reference question).
   absl::Span<const uint8_t> excluded;
-  // kThompson only: N Beta posterior parameters each (finite, > 0), or both empty. When empty,
+  // kThompson and kPosterior: N Beta posterior parameters each (finite, > 0), or both empty.
+  // kPosterior uses only their sum, the posterior's concentration. For kThompson, when empty,
   // Thompson uses the pseudo-count posterior a = 1 + 8 p, b = 1 + 8 (1 - p) with
   // p = clamp(p_hat, 0, 1): the p_hat of one G = 8 rollout group on a uniform prior. The sizes are
   // validated for every strategy; the values only for kThompson.
@@ -92,7 +102,7 @@ struct SelectorInput {
 // Errors (INVALID_ARGUMENT, naming the field): an options.strategy outside the enum; budget < 0;
 // excluded / beta_a / beta_b of a size other than 0 or N (beta_a and beta_b must match); a
 // non-finite p_hat; non-finite alpha, band_lo or band_hi; band_lo > band_hi; tau not finite or <=
-// 0; for kThompson, a beta parameter that is not finite and > 0.
+// 0; for kThompson and kPosterior, a beta parameter that is not finite and > 0.
 absl::StatusOr<std::vector<int64_t>> SelectQuestions(const SelectorInput& input, int64_t budget,
                                                      const SelectorOptions& options, uint64_t seed);
 

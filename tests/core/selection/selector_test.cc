@@ -68,7 +68,7 @@ std::vector<float> RandomPool(int64_t n, uint64_t seed, float lo = 0.0f, float h
 TEST(SelectorStrategyTest, ParseAndNameRoundTrip) {
   for (SelectorStrategy s :
        {SelectorStrategy::kDots, SelectorStrategy::kUniform, SelectorStrategy::kGreedy,
-        SelectorStrategy::kBand, SelectorStrategy::kThompson}) {
+        SelectorStrategy::kBand, SelectorStrategy::kThompson, SelectorStrategy::kPosterior}) {
     absl::StatusOr<SelectorStrategy> parsed = ParseSelectorStrategy(SelectorStrategyName(s));
     ASSERT_TRUE(parsed.ok()) << parsed.status();
     EXPECT_EQ(*parsed, s);
@@ -198,7 +198,7 @@ TEST(SelectorDotsTest, ExclusionsAreNeverSelected) {
   for (int i = 0; i < 100; ++i) excluded[closest[i]] = 1;
   for (SelectorStrategy strategy :
        {SelectorStrategy::kDots, SelectorStrategy::kUniform, SelectorStrategy::kGreedy,
-        SelectorStrategy::kBand, SelectorStrategy::kThompson}) {
+        SelectorStrategy::kBand, SelectorStrategy::kThompson, SelectorStrategy::kPosterior}) {
     const std::vector<int64_t> picked = Select(p_hat, 300, StrategyOptions(strategy), 5, excluded);
     ASSERT_EQ(picked.size(), 300u);
     for (int64_t i : picked) EXPECT_EQ(excluded[i], 0) << SelectorStrategyName(strategy);
@@ -213,7 +213,7 @@ TEST(SelectorDotsTest, FewerEligibleThanBudgetReturnsAllEligible) {
   const std::vector<uint8_t> excluded = {1, 0, 0, 1, 0, 1, 0, 0, 1, 1};
   for (SelectorStrategy strategy :
        {SelectorStrategy::kDots, SelectorStrategy::kUniform, SelectorStrategy::kGreedy,
-        SelectorStrategy::kBand, SelectorStrategy::kThompson}) {
+        SelectorStrategy::kBand, SelectorStrategy::kThompson, SelectorStrategy::kPosterior}) {
     EXPECT_THAT(Select(p_hat, 100, StrategyOptions(strategy), 6, excluded),
                 UnorderedElementsAre(1, 2, 4, 6, 7));
   }
@@ -227,7 +227,7 @@ TEST(SelectorDotsTest, DeterministicPerSeed) {
   const std::vector<float> p_hat = RandomPool(20000, 7);
   for (SelectorStrategy strategy :
        {SelectorStrategy::kDots, SelectorStrategy::kUniform, SelectorStrategy::kGreedy,
-        SelectorStrategy::kBand, SelectorStrategy::kThompson}) {
+        SelectorStrategy::kBand, SelectorStrategy::kThompson, SelectorStrategy::kPosterior}) {
     SelectorOptions options = StrategyOptions(strategy);
     options.tau = 0.05;
     const std::vector<int64_t> first = Select(p_hat, 500, options, 42);
@@ -244,7 +244,7 @@ TEST(SelectorDotsTest, IndependentOfUnrelatedExclusionsAndThreadCount) {
   const std::vector<float> p_hat = RandomPool(40000, 8);
   for (SelectorStrategy strategy :
        {SelectorStrategy::kDots, SelectorStrategy::kUniform, SelectorStrategy::kGreedy,
-        SelectorStrategy::kBand, SelectorStrategy::kThompson}) {
+        SelectorStrategy::kBand, SelectorStrategy::kThompson, SelectorStrategy::kPosterior}) {
     SelectorOptions options = StrategyOptions(strategy);
     options.tau = 0.02;
     const std::vector<int64_t> base = Select(p_hat, 300, options, 9);
@@ -532,6 +532,70 @@ TEST(SelectorThompsonTest, ConfidentPosteriorsNearTargetWinAndUncertainOnesExplo
   }
   // Question 2 beats question 1 (|p - 0.5| = 0.4 +- 0.003) when U(0, 1) lands in (0.1, 0.9): 80%.
   EXPECT_NEAR(static_cast<double>(uncertain_before_confident_far) / kDraws, 0.8, 0.035);
+}
+
+std::vector<int64_t> SelectWithPosterior(const std::vector<float>& p_hat,
+                                         const std::vector<float>& beta_a,
+                                         const std::vector<float>& beta_b, int64_t budget,
+                                         const SelectorOptions& options, uint64_t seed) {
+  SelectorInput input;
+  input.p_hat = p_hat;
+  input.beta_a = beta_a;
+  input.beta_b = beta_b;
+  absl::StatusOr<std::vector<int64_t>> result = SelectQuestions(input, budget, options, seed);
+  EXPECT_TRUE(result.ok()) << result.status();
+  return result.ok() ? *std::move(result) : std::vector<int64_t>();
+}
+
+// With certain posteriors (huge concentration) or none, kPosterior draws exactly what kDots
+// draws for the same seed (it shares kDots's random stream).
+TEST(SelectorPosteriorTest, IsDotsWhenEveryRateIsKnownOrNoPosteriorIsGiven) {
+  const std::vector<float> p_hat = RandomPool(5000, 3);
+  const std::vector<float> certain(5000, 1e30f);
+  SelectorOptions posterior = DotsOptions(0.05);
+  posterior.strategy = SelectorStrategy::kPosterior;
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    const std::vector<int64_t> dots = Select(p_hat, 300, DotsOptions(0.05), seed);
+    EXPECT_EQ(Select(p_hat, 300, posterior, seed), dots);
+    EXPECT_EQ(SelectWithPosterior(p_hat, certain, certain, 300, posterior, seed), dots);
+  }
+}
+
+// Two questions predicted at the target: the one whose rate is known (8 rollouts) beats the one
+// predicted from little evidence, with the two-item softmax probability of their distances.
+TEST(SelectorPosteriorTest, PrefersKnownRatesToUncertainPredictionsByTheirPosteriorSpread) {
+  const std::vector<float> p_hat = {0.5f, 0.5f};
+  const std::vector<float> a = {0.5f, 4.5f}, b = {0.5f, 4.5f};  // kappa 1 and 9
+  const double d_uncertain = std::sqrt(0.25 / 2.0), d_known = std::sqrt(0.25 / 10.0);
+  SelectorOptions options;
+  options.strategy = SelectorStrategy::kPosterior;
+  options.tau = 0.2;
+  constexpr int kDraws = 20000;
+  int uncertain_wins = 0;
+  for (int seed = 0; seed < kDraws; ++seed) {
+    uncertain_wins += SelectWithPosterior(p_hat, a, b, 1, options, seed)[0] == 0;
+  }
+  const double expected = 1.0 / (1.0 + std::exp((d_uncertain - d_known) / options.tau));
+  const double sigma = std::sqrt(expected * (1 - expected) / kDraws);
+  EXPECT_NEAR(static_cast<double>(uncertain_wins) / kDraws, expected, 5 * sigma);
+  // At the paper's tau the known one always wins, and alpha still targets: a known rate at 0.3
+  // beats a known 0.5 when alpha = 0.3.
+  options.tau = 1e-3;
+  EXPECT_EQ(SelectWithPosterior(p_hat, a, b, 1, options, 7)[0], 1);
+  options.alpha = 0.3;
+  EXPECT_EQ(SelectWithPosterior({0.5f, 0.3f}, {40, 30}, {40, 70}, 1, options, 7)[0], 1);
+}
+
+TEST(SelectorPosteriorTest, RejectsInvalidPosteriors) {
+  SelectorInput input;
+  const std::vector<float> p_hat = {0.5f, 0.4f}, good = {1, 1}, bad = {1, -1};
+  input.p_hat = p_hat;
+  input.beta_a = good;
+  input.beta_b = bad;
+  absl::StatusOr<std::vector<int64_t>> r =
+      SelectQuestions(input, 1, StrategyOptions(SelectorStrategy::kPosterior), 1);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("beta_b[1]"), std::string::npos);
 }
 
 TEST(SelectorErrorTest, RejectsInvalidArguments) {
