@@ -73,6 +73,7 @@ absl::Status EstimatorOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrFormat("estimator.max_labeled: %d must be >= %d", max_labeled, kMinLabelsForFit));
   }
+  if (absl::Status s = model.Validate(); !s.ok()) return s;
   if (recalibration_window < 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("estimator.recalibration_window: %d must be >= 0", recalibration_window));
@@ -229,6 +230,19 @@ absl::Status Estimator::RestoreState(EstimatorState state) {
   return absl::OkStatus();
 }
 
+absl::Status Estimator::SetOnlineModel(std::shared_ptr<const OnlineModel> model,
+                                       std::shared_ptr<const std::vector<float>> predictions) {
+  if (model != nullptr &&
+      (predictions == nullptr || static_cast<int64_t>(predictions->size()) != size())) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("online model: %d predictions for a pool of %d questions",
+                        predictions == nullptr ? 0 : predictions->size(), size()));
+  }
+  online_model_ = std::move(model);
+  online_predictions_ = online_model_ != nullptr ? std::move(predictions) : nullptr;
+  return absl::OkStatus();
+}
+
 void Estimator::RecordEstimate(std::vector<float> raw, int64_t version) {
   last_estimate_ = std::move(raw);
   PruneOutcomes(version);
@@ -350,19 +364,26 @@ absl::Status Estimator::SimilarityPrior(int64_t version, std::vector<float>* pri
   DOTS_RETURN_IF_ERROR(scorer_->Predict(labeled, labels, sim, absl::MakeSpan(base)));
   const LabelStats stats = ComputeLabelStats(labels);
 
-  // Features per question: calibrated similarity prediction, and (when the pool has priors)
+  // Features per question: calibrated similarity prediction, the online model's prediction
+  // (out of fold for its own training labels) when there is one, and (when the pool has priors)
   // the static prior and whether it is known. Stacked by least squares on the labeled set.
-  const int cols = any_prior_ ? 3 : 1;
+  const bool with_model = options_.model.enabled && online_model_ != nullptr &&
+                          online_predictions_ != nullptr &&
+                          static_cast<int64_t>(online_predictions_->size()) == n;
+  const int model_col = 1;
+  const int prior_col = with_model ? 2 : 1;
+  const int cols = prior_col + (any_prior_ ? 2 : 0);
   std::vector<double> features(static_cast<size_t>(n * cols));
   for (int64_t q = 0; q < n; ++q) {
     double c = scorer_->adapter().Calibrate(base[q], stats.mean, stats.std);
     if (failure_labels) c = 1.0 - c;
     double* f = &features[static_cast<size_t>(q * cols)];
     f[0] = c;
+    if (with_model) f[model_col] = online_model_->StackFeature(q, *online_predictions_);
     if (any_prior_) {
       const std::optional<double>& prior = pool_.question(q).prior;
-      f[1] = prior.value_or(0.0);
-      f[2] = prior.has_value() ? 1.0 : 0.0;
+      f[prior_col] = prior.value_or(0.0);
+      f[prior_col + 1] = prior.has_value() ? 1.0 : 0.0;
     }
   }
   std::vector<double> x(labeled.size() * cols), y(labeled.size());

@@ -32,6 +32,8 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/estimation/adapter.h"
+#include "core/estimation/history.h"
+#include "core/estimation/online_model.h"
 #include "core/estimation/similarity.h"
 #include "core/formats/pool.h"
 
@@ -67,6 +69,11 @@ struct EstimatorOptions {
   // Use the questions' static priors (the pool's `prior` field). False reproduces a pool that
   // has none, for ablations.
   bool use_priors = true;
+  // kDefault: the difficulty model learned online from the run's outcomes (a logistic probe on
+  // the embeddings, core/estimation/online_model.h), one more feature of the similarity stack.
+  // The run trains it between rounds and hands it over with SetOnlineModel; without one (or
+  // with enabled = false) the stack is as before.
+  OnlineModelOptions model;
 
   // Checks ranges; INVALID_ARGUMENT naming the field (e.g. "estimator.decay: 1.5 is outside
   // (0, 1]").
@@ -83,17 +90,6 @@ struct Estimates {
   std::vector<float> beta_a;
   std::vector<float> beta_b;
   int64_t labeled = 0;  // size of the labeled set this estimate used
-};
-
-// What the estimator remembers of one question: its decayed outcome counts (in rollouts,
-// decayed to last_version) and its latest observation. Exported for persistence and restored
-// after the pool grows.
-struct QuestionHistory {
-  double successes = 0;
-  double failures = 0;
-  int64_t last_version = -1;  // -1 = never observed
-  double last_rate = 0;
-  int64_t observations = 0;
 };
 
 // One (estimate in force, observed rate) pair for the posterior recalibration.
@@ -161,6 +157,14 @@ class Estimator {
   EstimatorState ExportState() const;
   absl::Status RestoreState(EstimatorState state);
 
+  // The online model for kDefault's stack, with its prediction of every question (N values,
+  // computed by the caller, which holds the embeddings: OnlineModel::probe over them). Null
+  // clears it. INVALID_ARGUMENT when `predictions` does not have one value per question; the
+  // estimator keeps its previous model then. O(1) (the vectors are shared, not copied).
+  absl::Status SetOnlineModel(std::shared_ptr<const OnlineModel> model,
+                              std::shared_ptr<const std::vector<float>> predictions);
+  const std::shared_ptr<const OnlineModel>& online_model() const { return online_model_; }
+
   // The raw (pre-recalibration) p_hat the latest Estimate recorded, empty before any.
   const std::vector<float>& last_estimate() const { return last_estimate_; }
   // Redoes the bookkeeping of an Estimate call whose result was recorded (a replayed plan):
@@ -196,6 +200,8 @@ class Estimator {
   std::vector<QuestionHistory> state_;
   std::vector<float> last_estimate_;  // p_hat of the latest Estimate call, for Outcome pairs
   std::deque<Outcome> outcomes_;      // ordered by insertion; pruned to the window
+  std::shared_ptr<const OnlineModel> online_model_;
+  std::shared_ptr<const std::vector<float>> online_predictions_;
   float mean_prior_ = 0.5f;
   bool any_prior_ = false;
 };

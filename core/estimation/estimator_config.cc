@@ -22,6 +22,50 @@ absl::StatusOr<int64_t> Integer(const std::string& key, const JsonValue& v) {
   return static_cast<int64_t>(v.as_number());
 }
 
+absl::Status ParseModelConfig(const JsonValue& block, OnlineModelOptions* m) {
+  if (!block.is_object()) {
+    return absl::InvalidArgumentError(absl::StrFormat("estimator.model: want an object, got %s",
+                                                      JsonValue::DescribeType(block.type())));
+  }
+  for (const auto& [key, v] : block.members()) {
+    const std::string path = "model." + key;
+    if (key == "enabled") {
+      if (!v.is_bool()) return WrongType(path, "true or false", v);
+      m->enabled = v.as_bool();
+    } else if (key == "l2") {
+      if (!v.is_number()) return WrongType(path, "a number >= 0", v);
+      m->probe.l2 = v.as_number();
+    } else if (key == "iterations") {
+      DOTS_ASSIGN_OR_RETURN(int64_t iterations, Integer(path, v));
+      if (iterations < 1 || iterations > 100000) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("estimator.model.iterations: %d must be in [1, 100000]", iterations));
+      }
+      m->probe.max_iterations = static_cast<int>(iterations);
+    } else if (key == "label_decay") {
+      if (!v.is_number()) return WrongType(path, "a number in (0, 1]", v);
+      m->label_decay = v.as_number();
+    } else if (key == "max_labels") {
+      DOTS_ASSIGN_OR_RETURN(m->max_labels, Integer(path, v));
+    } else if (key == "min_labels") {
+      DOTS_ASSIGN_OR_RETURN(m->min_labels, Integer(path, v));
+    } else if (key == "folds") {
+      DOTS_ASSIGN_OR_RETURN(int64_t folds, Integer(path, v));
+      if (folds < 0 || folds > 20) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("estimator.model.folds: %d must be 0 or in [2, 20]", folds));
+      }
+      m->folds = static_cast<int>(folds);
+    } else {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "estimator.model.%s: unknown key (known: enabled, l2, iterations, label_decay, "
+          "max_labels, min_labels, folds)",
+          key));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ParseEstimatorConfig(const JsonValue& block, EstimatorConfig* config) {
@@ -71,10 +115,13 @@ absl::Status ParseEstimatorConfig(const JsonValue& block, EstimatorConfig* confi
     } else if (key == "use_priors") {
       if (!v.is_bool()) return WrongType(key, "true or false", v);
       o.use_priors = v.as_bool();
+    } else if (key == "model") {
+      DOTS_RETURN_IF_ERROR(ParseModelConfig(v, &o.model));
     } else {
       return absl::InvalidArgumentError(absl::StrFormat(
           "estimator.%s: unknown key (known: mode, adapter_path, attention_tau, top_k, "
-          "label_window, max_labeled, recalibration_window, decay, prior_strength, use_priors)",
+          "label_window, max_labeled, recalibration_window, decay, prior_strength, use_priors, "
+          "model)",
           key));
     }
   }

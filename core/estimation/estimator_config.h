@@ -1,6 +1,8 @@
 // Reading the `estimator` block of a run configuration (JSON, snake_case keys):
 //   {"mode": "default", "adapter_path": "", "attention_tau": 0.05, "top_k": 0,
-//    "label_window": 0, "decay": 0.95, "prior_strength": 1.0}
+//    "label_window": 0, "decay": 0.95, "prior_strength": 1.0,
+//    "model": {"enabled": true, "l2": 0.01, "iterations": 100, "label_decay": 0.9,
+//              "max_labels": 4096, "min_labels": 16, "folds": 5}}
 // Absent keys keep their defaults (EstimatorOptions). Unknown keys are errors, so a typo never
 // silently runs with a default.
 #ifndef DOTS_CORE_ESTIMATION_ESTIMATOR_CONFIG_H_

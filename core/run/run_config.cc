@@ -157,7 +157,7 @@ Field EnumField(std::string_view key, std::string_view want, Parser parse, Enum*
 absl::Status ReadSelector(const std::string& path, const JsonValue& block, RunConfig* c) {
   return ReadObject(
       path, block,
-      {EnumField("strategy", "a strategy name (dots, uniform, greedy, band, thompson)",
+      {EnumField("strategy", "a strategy name (dots, uniform, greedy, band, thompson, posterior)",
                  ParseSelectorStrategy, &c->selector_strategy),
        IntField("cooldown_steps", "an integer >= 0", &c->cooldown_steps),
        NumberField("band_lo", "a number", &c->band_lo),
@@ -189,7 +189,13 @@ void AppendEstimatorJson(const EstimatorConfig& estimator, std::string* out) {
       ", \"label_window\": ", o.label_window, ", \"decay\": ", JsonNumber(o.decay),
       ", \"prior_strength\": ", JsonNumber(o.prior_strength), ", \"max_labeled\": ", o.max_labeled,
       ", \"recalibration_window\": ", o.recalibration_window,
-      ", \"use_priors\": ", o.use_priors ? "true" : "false", "}");
+      ", \"use_priors\": ", o.use_priors ? "true" : "false",
+      ", \"model\": {\"enabled\": ", o.model.enabled ? "true" : "false",
+      ", \"l2\": ", JsonNumber(o.model.probe.l2),
+      ", \"iterations\": ", o.model.probe.max_iterations,
+      ", \"label_decay\": ", JsonNumber(o.model.label_decay),
+      ", \"max_labels\": ", o.model.max_labels, ", \"min_labels\": ", o.model.min_labels,
+      ", \"folds\": ", o.model.folds, "}}");
 }
 
 }  // namespace

@@ -252,6 +252,37 @@ TEST(RunConfigTest, RejectsMalformedJson) {
   ExpectInvalid(R"({"alpha": NaN})", {"JSON", "byte"});
 }
 
+TEST(RunConfigTest, OnlineModelBlockParsesValidatesAndRoundTrips) {
+  const RunConfig c = ParseOrDie(
+      R"({"estimator": {"model": {"enabled": false, "l2": 0.5, "iterations": 7,
+          "label_decay": 0.8, "max_labels": 100, "min_labels": 4, "folds": 3}}})");
+  const OnlineModelOptions& m = c.estimator.options.model;
+  EXPECT_FALSE(m.enabled);
+  EXPECT_EQ(m.probe.l2, 0.5);
+  EXPECT_EQ(m.probe.max_iterations, 7);
+  EXPECT_EQ(m.label_decay, 0.8);
+  EXPECT_EQ(m.max_labels, 100);
+  EXPECT_EQ(m.min_labels, 4);
+  EXPECT_EQ(m.folds, 3);
+  const RunConfig again = ParseOrDie(RunConfigToJson(c));
+  EXPECT_EQ(RunConfigToJson(again), RunConfigToJson(c));
+  for (const auto& [json, field] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"estimator": {"model": {"l2": -1}}})", "estimator.model.l2"},
+           {R"({"estimator": {"model": {"iterations": 0}}})", "estimator.model.iterations"},
+           {R"({"estimator": {"model": {"label_decay": 1.5}}})", "estimator.model.label_decay"},
+           {R"({"estimator": {"model": {"folds": 1}}})", "estimator.model.folds"},
+           {R"({"estimator": {"model": {"max_labels": 0}}})", "estimator.model.max_labels"},
+           {R"({"estimator": {"model": {"enabled": 1}}})", "estimator.model.enabled"},
+           {R"({"estimator": {"model": {"depth": 2}}})", "estimator.model.depth"},
+           {R"({"estimator": {"model": []}})", "estimator.model"}}) {
+    absl::StatusOr<RunConfig> parsed = ParseRunConfig(json);
+    ASSERT_FALSE(parsed.ok()) << json;
+    EXPECT_TRUE(absl::IsInvalidArgument(parsed.status())) << json;
+    EXPECT_NE(parsed.status().message().find(field), std::string::npos)
+        << json << " -> " << parsed.status().message();
+  }
+}
+
 TEST(RunConfigTest, RoundTripsDefaults) {
   const std::string json = RunConfigToJson(RunConfig());
   // Valid JSON with every top-level key and nested block, in the documented order.
@@ -265,7 +296,8 @@ TEST(RunConfigTest, RoundTripsDefaults) {
                       "seed", "lease_timeout_seconds", "estimator", "selector", "replay"}));
   EXPECT_EQ(doc->Find("replay")->members().size(), 7u);
   EXPECT_EQ(doc->Find("selector")->members().size(), 4u);
-  EXPECT_EQ(doc->Find("estimator")->members().size(), 10u);
+  EXPECT_EQ(doc->Find("estimator")->members().size(), 11u);
+  EXPECT_EQ(doc->Find("estimator")->Find("model")->members().size(), 7u);
   EXPECT_TRUE(doc->Find("reference_sampling")->is_null());
   EXPECT_TRUE(doc->Find("estimator")->Find("attention_tau")->is_null());
   EXPECT_TRUE(doc->Find("estimator")->Find("top_k")->is_null());
