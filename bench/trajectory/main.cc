@@ -100,12 +100,15 @@ int Trajectory(int argc, char** argv) {
       "Prints the selection quality of the chosen configuration next to the uniform, history\n"
       "and paper baselines computed in the same run.");
   flags.Add("data", "question JSONL with a `history` array per line");
+  flags.Add("embeddings",
+            "N x D .npy of the questions' embeddings (default: the lines' own, "
+            "else the built-in text embedder)");
   flags.Add("budget", "questions handed out per epoch (inline references included)", "256");
   flags.Add("ref-size", "reference questions per epoch (K)", "32");
   flags.Add("epochs", "epochs to replay; 0 = the shortest history", "0");
   flags.Add("group-size", "rollouts per question (G)", "8");
   flags.Add("estimator", "default | history | paper", "default");
-  flags.Add("selector", "dots | uniform | greedy | band | thompson", "dots");
+  flags.Add("selector", "dots | uniform | greedy | band | thompson | posterior", "dots");
   flags.Add("alpha", "target success rate", "0.5");
   flags.Add("tau", "selection temperature", "0.001");
   flags.Add("reference-mode", "inline | paper | none", "inline");
@@ -122,6 +125,7 @@ int Trajectory(int argc, char** argv) {
   flags.Add("attention-tau", "attention temperature (default: adapter's, 0.05 for identity)");
   flags.Add("top-k", "attend to the top-k labeled questions only; 0 = all (default: adapter's)");
   flags.AddBool("no-prior", "ignore the pool's `prior` field");
+  flags.AddBool("no-model", "default estimator without the online model (probe) feature");
   flags.Add("seed", "random seed", "1");
   flags.Add("seeds", "several seeds, e.g. 1-5 or 1,3,7; metrics are averaged");
   flags.Add("protocol",
@@ -182,6 +186,7 @@ int Trajectory(int argc, char** argv) {
   config.estimator.prior_strength = *n0;
   config.estimator.label_window = *window;
   config.estimator.use_priors = !flags.GetBool("no-prior");
+  config.estimator.model.enabled = !flags.GetBool("no-model");
   if (flags.Has("attention-tau")) {
     absl::StatusOr<double> v = flags.GetDouble("attention-tau");
     if (!v.ok()) return fail(v.status());
@@ -240,7 +245,8 @@ int Trajectory(int argc, char** argv) {
 
   const absl::Time start = absl::Now();
   std::fprintf(stderr, "loading %s ...\n", data_path->c_str());
-  absl::StatusOr<TrajectoryData> data = LoadTrajectoryData(*data_path);
+  absl::StatusOr<TrajectoryData> data =
+      LoadTrajectoryData(*data_path, flags.Has("embeddings") ? flags.Get("embeddings") : "");
   if (!data.ok()) return fail(data.status());
   std::shared_ptr<const Adapter> adapter;
   if (flags.Has("adapter")) {

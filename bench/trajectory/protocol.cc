@@ -76,7 +76,7 @@ absl::StatusOr<TrajectoryResult> RunTrajectoryProtocol(const TrajectoryData& dat
     int64_t effective = 0;
     for (const BatchItem& item : batch->items) {
       const int64_t q = *pool.IndexOf(item.key);
-      if (truth[q] > 0 && truth[q] < 1) ++effective;
+      if (IsEffective(truth[q], g)) ++effective;
       reports.push_back(
           {item.key, GroupRewards(g, truth[q]), t, absl::StrFormat("%s@%d", item.key, t)});
     }

@@ -13,9 +13,10 @@
 
 namespace dots::bench {
 
-absl::StatusOr<TrajectoryData> LoadTrajectoryData(const std::string& path) {
+absl::StatusOr<TrajectoryData> LoadTrajectoryData(const std::string& path,
+                                                  const std::string& embeddings_path) {
   TrajectoryData data;
-  DOTS_ASSIGN_OR_RETURN(data.pool, LoadPool(path));
+  DOTS_ASSIGN_OR_RETURN(data.pool, LoadPool(path, embeddings_path));
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrFormat("%s: cannot open", path));
   std::string line;
@@ -48,6 +49,11 @@ absl::StatusOr<TrajectoryData> LoadTrajectoryData(const std::string& path) {
   }
   DOTS_RETURN_IF_ERROR(EnsureEmbeddings(&data.pool));
   return data;
+}
+
+bool IsEffective(float rate, int group_size) {
+  const double successes = std::round(group_size * double{rate});
+  return successes > 0 && successes < group_size;
 }
 
 double Pearson(const std::vector<float>& x, const std::vector<float>& y) {
@@ -148,6 +154,22 @@ absl::StatusOr<TrajectoryResult> RunTrajectory(const TrajectoryData& data,
     }
     DOTS_ASSIGN_OR_RETURN(Estimates est, estimator->Estimate(t, last_refs));
     ScoreEpoch(est.p_hat, truth, &result);
+    // The online model, as a run trains it between rounds: on the labels known when this epoch
+    // was estimated, in force from the next epoch's estimate on.
+    if (config.estimator.mode == EstimatorMode::kDefault && config.estimator.model.enabled) {
+      absl::StatusOr<OnlineModel> trained =
+          TrainOnlineModel(pool.embeddings(), estimator->histories(), t, config.estimator.model,
+                           estimator->online_model().get());
+      if (trained.ok()) {
+        auto model = std::make_shared<const OnlineModel>(*std::move(trained));
+        auto predictions = std::make_shared<std::vector<float>>(static_cast<size_t>(n));
+        DOTS_RETURN_IF_ERROR(
+            model->probe.PredictAll(pool.embeddings(), absl::MakeSpan(*predictions)));
+        DOTS_RETURN_IF_ERROR(estimator->SetOnlineModel(std::move(model), std::move(predictions)));
+      } else if (!absl::IsFailedPrecondition(trained.status())) {
+        return trained.status();
+      }
+    }
 
     std::vector<int64_t> handed;
     std::vector<uint8_t> excluded(static_cast<size_t>(n), 0);
@@ -169,7 +191,7 @@ absl::StatusOr<TrajectoryResult> RunTrajectory(const TrajectoryData& data,
     handed.insert(handed.end(), chosen.begin(), chosen.end());
     int64_t effective = 0;
     for (int64_t q : handed) {
-      if (truth[q] > 0 && truth[q] < 1) ++effective;
+      if (IsEffective(truth[q], g)) ++effective;
       DOTS_RETURN_IF_ERROR(report(q));
     }
     result.rollouts += static_cast<int64_t>(handed.size()) * g;

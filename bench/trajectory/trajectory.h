@@ -9,7 +9,8 @@
 //      selector draws budget - K fresh questions from the rest; paper mode: K extra reference
 //      questions are rolled out and reported first and the selector draws the whole budget;
 //      none: the selector draws the whole budget;
-//   4. every handed-out question is reported as round(G * rate) successes out of G.
+//   4. every handed-out question is reported as round(G * rate) successes out of G, and counts as
+//      effective when that is neither 0 nor G (IsEffective).
 #ifndef DOTS_BENCH_TRAJECTORY_TRAJECTORY_H_
 #define DOTS_BENCH_TRAJECTORY_TRAJECTORY_H_
 
@@ -34,9 +35,12 @@ struct TrajectoryData {
   int64_t shortest_history = 0;
 };
 
-// Loads the pool and the `history` arrays of `path`; every line must carry a non-empty
-// `history` of numbers in [0, 1] (error names the line). Embeds prompts when needed.
-absl::StatusOr<TrajectoryData> LoadTrajectoryData(const std::string& path);
+// Loads the pool and the `history` arrays of `path`, with the N x D embeddings of
+// `embeddings_path` (.npy, one row per line) when it is not empty; every line must carry a
+// non-empty `history` of numbers in [0, 1] (error names the line). Embeds prompts when the pool
+// has no embeddings.
+absl::StatusOr<TrajectoryData> LoadTrajectoryData(const std::string& path,
+                                                  const std::string& embeddings_path = "");
 
 struct TrajectoryConfig {
   int64_t budget = 256;   // questions handed out per epoch (inline references included)
@@ -82,6 +86,12 @@ absl::StatusOr<TrajectoryResult> RunTrajectory(const TrajectoryData& data,
 absl::StatusOr<TrajectoryResult> RunTrajectoryProtocol(const TrajectoryData& data,
                                                        const TrajectoryConfig& config,
                                                        RunConfig run_config);
+
+// Whether a question of true success rate `rate` is effective when handed out: its reported
+// outcome round(G * rate) successes out of G is neither 0 nor G, so the group carries GRPO
+// gradient. For recorded k/G rates this is 0 < rate < 1; for exact rates (a dumped run of
+// examples/tiny_grpo) it is what the replay reports. O(1).
+bool IsEffective(float rate, int group_size);
 
 // Pearson correlation of two equally long vectors; NaN when either is constant.
 double Pearson(const std::vector<float>& x, const std::vector<float>& y);
