@@ -140,7 +140,10 @@ def run_arm(client, arm, seed, args, run_id):
     generated = 0
     heldout0 = float(task.success_rates(policy, task.heldout).mean())
     started = time.monotonic()
+    history = [] if args.dump_history else None
     for step in StepIterator(client, run_id, num_steps=args.steps):
+        if history is not None:  # the exact rate of every pool question under this step's policy
+            history.append(task.success_rates(policy, task.train).astype(np.float32))
         # Fresh rollouts for the handed-out questions (fresh and inline reference alike).
         fresh_index = np.array([index_of[item.key] for item in step.items], dtype=np.int64)
         fresh_q = task.train.subset(fresh_index)
@@ -193,6 +196,10 @@ def run_arm(client, arm, seed, args, run_id):
                 f"{np.mean(curve['fresh_effective'][-args.log_every:]):.2f}  "
                 f"replayed {len(step.replay):3d}")
     server_stats = client.stats(run_id)
+    if history is not None:
+        path = dump_path(args.dump_history, arm, seed, len(args.arm_list) * len(args.seed_list))
+        write_history(path, records, np.stack(history, axis=1), task.embeddings(task.train))
+        log(f"  [{arm} seed {seed}] wrote the exact success rates of every step to {path}")
     return {
         "arm": arm, "seed": seed, "run_id": run_id, "heldout_initial": heldout0,
         "seconds": time.monotonic() - started, "curve": curve,
@@ -200,6 +207,24 @@ def run_arm(client, arm, seed, args, run_id):
             "effective_groups", "solve_all_groups", "solve_none_groups", "replayed_groups",
             "rounds_planned")},
     }
+
+
+def dump_path(path, arm, seed, runs):
+    """The history file of one run: `path` itself when it is the only run, else PATH-ARM-sSEED."""
+    if runs == 1:
+        return path
+    stem, ext = os.path.splitext(path)
+    return f"{stem}-{arm}-s{seed}{ext or '.jsonl'}"
+
+
+def write_history(path, records, rates, embeddings):
+    """Writes the pool in the bundled trajectory format (examples: data/oneshot-rlvr): one JSONL
+    line per question with its key, prompt, metadata and `history` (its exact success rate at
+    every step, rates (N, steps)), and the N x D embeddings as PATH-without-extension.npy."""
+    with open(path, "w") as f:
+        for record, row in zip(records, rates):
+            f.write(json.dumps({**record, "history": [round(float(v), 6) for v in row]}) + "\n")
+    np.save(os.path.splitext(path)[0] + ".npy", embeddings.astype(np.float32))
 
 
 def first_reaching(curve, target):
@@ -445,12 +470,17 @@ def main(argv=None):
     parser.add_argument("--out", default="tiny_grpo_out", help="output directory")
     parser.add_argument("--log-every", type=int, default=25, help="progress every N steps")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--dump-history", metavar="FILE",
+                        help="write every pool question's exact success rate at every step to "
+                        "FILE (JSONL with a `history` array, embeddings in FILE's .npy beside "
+                        "it) for dots-bench trajectory; with several runs, FILE-ARM-sSEED.jsonl")
     args = parser.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     for arm in arms:
         if arm not in ARMS:
             parser.error(f"--arms: unknown arm {arm!r} (known: {', '.join(ARMS)})")
     seeds = parse_seeds(args.seeds)
+    args.arm_list, args.seed_list = arms, seeds
     os.makedirs(args.out, exist_ok=True)
 
     process = state_dir = None
