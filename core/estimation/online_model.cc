@@ -126,9 +126,9 @@ absl::StatusOr<OnlineModel> TrainOnlineModel(const FloatMatrix& embeddings,
   }
 
   const Probe* warm = previous != nullptr && !previous->empty() ? &previous->probe : nullptr;
-  const Standardization standardization =
-      warm != nullptr && warm->dim() == embeddings.cols ? warm->standardization()
-                                                        : Standardize(embeddings);
+  const Standardization standardization = warm != nullptr && warm->dim() == embeddings.cols
+                                              ? warm->standardization()
+                                              : Standardize(embeddings);
   absl::StatusOr<Probe> probe =
       Probe::Train(embeddings, standardization, labels, options.probe, warm);
   if (!probe.ok()) return probe.status();
@@ -163,8 +163,8 @@ absl::StatusOr<OnlineModel> TrainOnlineModel(const FloatMatrix& embeddings,
         model.oof_predictions[held_out_pos[i]] = predicted[i];
       }
     }
-  } else if (absl::Status s = model.probe.Predict(embeddings, labelled,
-                                                  absl::MakeSpan(model.oof_predictions));
+  } else if (absl::Status s =
+                 model.probe.Predict(embeddings, labelled, absl::MakeSpan(model.oof_predictions));
              !s.ok()) {
     return s;
   }

@@ -45,7 +45,7 @@ struct OnlineModelOptions {
 };
 
 struct OnlineModel {
-  int64_t version = 0;                // trainings so far; 0 = no model yet
+  int64_t version = 0;                  // trainings so far; 0 = no model yet
   int64_t trained_policy_version = -1;  // policy version of the labels it was trained on
   Probe probe;
   // Out-of-fold prediction of every question the probe was trained on (sorted by question).
@@ -53,8 +53,8 @@ struct OnlineModel {
   std::vector<float> oof_predictions;
   // Metrics of the training that produced it.
   int64_t labels = 0;
-  double training_loss = 0;      // weighted mean BCE on its labels, nats
-  double training_seconds = 0;   // wall time of the training (all folds)
+  double training_loss = 0;     // weighted mean BCE on its labels, nats
+  double training_seconds = 0;  // wall time of the training (all folds)
   // Pearson correlation, over the questions observed since the previous model's training, of
   // the previous model's prediction and the observed rate: out of sample, since the previous
   // model never saw those labels. NaN when undefined (no previous model, < 3 such labels, or a

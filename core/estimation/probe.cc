@@ -142,8 +142,8 @@ Standardization Standardize(const FloatMatrix& embeddings) {
     const double var = n > 0 ? std::max(0.0, sum_sq[j] / n - mean * mean) : 0.0;
     s.mean[j] = static_cast<float>(mean);
     // A dimension constant up to rounding carries no signal; scaling its noise up would.
-    s.inv_std[j] = var > 1e-12 * std::max(1.0, mean * mean) ? static_cast<float>(1 / std::sqrt(var))
-                                                            : 0.0f;
+    s.inv_std[j] =
+        var > 1e-12 * std::max(1.0, mean * mean) ? static_cast<float>(1 / std::sqrt(var)) : 0.0f;
   }
   return s;
 }
