@@ -54,6 +54,14 @@ ARMS = {
         "reference_size": max(1, b // 4),
         "replay": {"enabled": True, "capacity_groups": b},
     },
+    # dots_rr with DOTS on the posterior (selector strategy "posterior"): a question predicted
+    # at the target from little evidence counts as further from it than one whose rate is known.
+    "posterior_rr": lambda b: {
+        "selector": {"strategy": "posterior"},
+        "reference_mode": "inline",
+        "reference_size": max(1, b // 4),
+        "replay": {"enabled": True, "capacity_groups": b},
+    },
     # Ablation: DOTS selection alone, every question of the batch fresh.
     "dots": lambda b: {
         "selector": {"strategy": "dots"},
