@@ -71,6 +71,12 @@ class Adapter {
   int num_layers() const;  // n above; 0 for Identity
   bool is_identity() const { return identity_; }
 
+  // The adapter as a file (see the file comment): every tensor under its state_dict name, and
+  // metadata num_layers, hidden_size, scaling, tau, top_k (when set) and label, such that
+  // FromTensors(ToTensors()) predicts exactly as this adapter. FAILED_PRECONDITION for Identity,
+  // which has no weights. O(number of weights).
+  absl::StatusOr<SafeTensorsFile> ToTensors() const;
+
   // Projects rows: x is n x D (row-major float32), *out becomes n x h. Precondition: x.cols ==
   // input_dim() (otherwise *out is filled with NaN). Cost O(n * (D*h + (n_layers-1)*h*h)) flops
   // as blocked GEMMs (Eigen), parallel over row blocks with OpenMP; blocks the caller; no locks,
