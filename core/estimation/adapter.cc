@@ -56,6 +56,7 @@ class TensorReader {
                                                      ShapeString(t->shape), ", expected ",
                                                      ShapeString(expected)));
     }
+    DOTS_RETURN_IF_ERROR(CheckFinite(name, *t));
     used_.insert(name);
     return t;
   }
@@ -64,11 +65,23 @@ class TensorReader {
   absl::StatusOr<double> GetScalar(const std::string& name) {
     const SafeTensor* t = file_.Find(name);
     if (t != nullptr && t->shape.empty() && t->values.size() == 1) {
+      DOTS_RETURN_IF_ERROR(CheckFinite(name, *t));
       used_.insert(name);
       return t->values[0];
     }
     DOTS_ASSIGN_OR_RETURN(const SafeTensor* one, Get(name, {1}));
     return one->values[0];
+  }
+
+  // A NaN or infinite weight would make every prediction NaN: refused at load time.
+  absl::Status CheckFinite(const std::string& name, const SafeTensor& t) const {
+    for (size_t i = 0; i < t.values.size(); ++i) {
+      if (!std::isfinite(t.values[i])) {
+        return absl::InvalidArgumentError(absl::StrCat(source_, ": tensor \"", name, "\": value ",
+                                                       i, " is ", t.values[i], " (not finite)"));
+      }
+    }
+    return absl::OkStatus();
   }
 
   absl::Status CheckAllUsed() const {

@@ -45,7 +45,8 @@ class Adapter {
   // Reads and validates an adapter file (see the file comment). Errors (InvalidArgument, or
   // NotFound / Internal for I/O) start with `path` and name the tensor or metadata field and the
   // expected shape or value, e.g. `a.safetensors: tensor "regressor.sim_head.ref_proj.4.weight":
-  // shape [896, 512], expected [896, 896]`. Cost: O(file size); blocks on file I/O.
+  // shape [896, 512], expected [896, 896]`; a NaN or infinite weight is refused the same way.
+  // Cost: O(file size); blocks on file I/O.
   static absl::StatusOr<std::shared_ptr<const Adapter>> Load(const std::string& path);
 
   // Same as Load from tensors already in memory (tests, benchmarks, converters); `source` prefixes
