@@ -12,11 +12,12 @@ request messages in the record format described at the top of fuzz/rpc_fuzz.cc.
 """
 import json
 import os
-import shutil
 import struct
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
-REAL_DATA = "/work/shared/data/oneshot-rlvr/questions.jsonl"
+# The bundled real run (data/ of this repository), for realistic pool lines.
+REAL_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "data",
+                         "oneshot-rlvr", "questions.jsonl")
 
 
 def write(target, name, data):
@@ -161,6 +162,97 @@ def safetensors_seeds():
         [], raw_header=b'{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}')
         + f32(1))
     write("safetensors_fuzz", "bad_length", struct.pack("<Q", 1 << 40) + b"{}")
+
+
+# ---- labels (labels_fuzz: first byte = options, bit 0 require_source; pool keys q0..q6, é) ----
+
+def labels_seeds():
+    lines = [
+        '{"key": "q0", "source": "qwen2.5-7b", "rate": 0.375}',
+        '{"key": "q1", "source": "qwen2.5-7b", "rate": 1, "weight": 0.5, "rollouts": 8}',
+        '{"key": "q0", "source": "gpt-oss-20b", "success_rate": 0}',
+        '',
+        '{"key": "\u00e9", "rate": 0.5, "extra": {"a": [1, 2]}}\r',
+    ]
+    write("labels_fuzz", "sources", b"\0" + "\n".join(lines).encode())
+    write("labels_fuzz", "require_source", b"\1" + "\n".join(lines[:3]).encode() + b"\n")
+    for name, line in [
+            ("nan", '{"key": "q2", "source": "m", "rate": NaN}'),
+            ("infinity", '{"key": "q2", "rate": -Infinity, "source": "m"}'),
+            ("outside", '{"key": "q2", "source": "m", "rate": 1.5}'),
+            ("unknown_key", '{"key": "q9", "source": "m", "rate": 0.5}'),
+            ("missing_rate", '{"key": "q2", "source": "m"}'),
+            ("both_rates", '{"key": "q2", "rate": 0.5, "success_rate": 0.5}'),
+            ("bad_weight", '{"key": "q2", "rate": 0.5, "weight": -1}'),
+            ("bad_rollouts", '{"key": "q2", "rate": 0.5, "rollouts": 0.5}'),
+            ("not_object", '[{"key": "q2"}]')]:
+        write("labels_fuzz", name, b"\0" + (lines[0] + "\n" + line).encode())
+    write("labels_fuzz", "duplicate", b"\0" + (lines[0] + "\n" + lines[1] + "\n" + lines[0]).encode())
+
+
+# ---- adapter tensors (adapter_fuzz: Adapter::FromTensors on safetensors bytes) ----
+
+def adapter_file(d, h, layers, head, metadata, seed, tweak=None):
+    """A small adapter of the released layout with deterministic pseudo-random weights."""
+    state = [seed]
+
+    def values(n):
+        out = []
+        for _ in range(n):
+            state[0] = (state[0] * 1103515245 + 12345) % (1 << 31)
+            out.append(state[0] / (1 << 31) - 0.5)
+        return out
+
+    tensors = {}
+    for prefix in ("regressor.sim_head.query_proj.", "regressor.sim_head.ref_proj."):
+        tensors[prefix + "0.weight"] = ([d], [1 + v for v in values(d)])
+        tensors[prefix + "0.bias"] = ([d], values(d))
+        for i in range(layers):
+            fan_in = d if i == 0 else h
+            tensors[f"{prefix}{1 + 3 * i}.weight"] = ([h, fan_in], values(h * fan_in))
+            tensors[f"{prefix}{1 + 3 * i}.bias"] = ([h], values(h))
+        tensors[f"{prefix}{3 * layers - 1}.weight"] = ([h], [1 + v for v in values(h)])
+        tensors[f"{prefix}{3 * layers - 1}.bias"] = ([h], values(h))
+    if head == "group_logit_temp":
+        tensors["regressor.mlp.0.weight"] = ([4, 2], values(8))
+        tensors["regressor.mlp.0.bias"] = ([4], values(4))
+        tensors["regressor.mlp.2.weight"] = ([2, 4], values(8))
+        tensors["regressor.mlp.2.bias"] = ([2], values(2))
+    elif head == "platt":
+        tensors["regressor.scale"] = ([1], [1.5])
+        tensors["regressor.res_scale"] = ([], [0.25])
+    elif head == "temperature":
+        tensors["regressor.scale"] = ([1], [0.5])
+    if tweak:
+        tweak(tensors)
+    return safetensors([(name, "F32", shape, struct.pack("<%df" % len(v), *v))
+                        for name, (shape, v) in sorted(tensors.items())], metadata=metadata)
+
+
+def adapter_seeds():
+    meta = {"num_layers": "3", "hidden_size": "3", "scaling": "group_logit_temp", "tau": "0.5",
+            "top_k": "2", "label": "failure_rate", "embedding_model": "x"}
+    write("adapter_fuzz", "group_logit_temp_3", adapter_file(4, 3, 3, "group_logit_temp", meta, 1))
+    write("adapter_fuzz", "group_logit_temp_1", adapter_file(5, 2, 1, "group_logit_temp", None, 2))
+    write("adapter_fuzz", "platt", adapter_file(3, 2, 1, "platt", {"top_k": "None"}, 3))
+    write("adapter_fuzz", "temperature", adapter_file(3, 2, 2, "temperature", {}, 4))
+    write("adapter_fuzz", "plain", adapter_file(2, 2, 1, "plain", {"scaling": "plain"}, 5))
+
+    def nan(t):
+        t["regressor.mlp.2.bias"] = ([2], [float("nan"), 0.0])
+
+    def misshaped(t):
+        t["regressor.sim_head.ref_proj.4.weight"] = ([3, 2], [0.0] * 6)
+
+    def extra(t):
+        t["regressor.other"] = ([1], [1.0])
+
+    write("adapter_fuzz", "nan", adapter_file(4, 3, 3, "group_logit_temp", None, 6, nan))
+    write("adapter_fuzz", "misshaped", adapter_file(4, 3, 3, "group_logit_temp", None, 7,
+                                                    misshaped))
+    write("adapter_fuzz", "extra", adapter_file(4, 3, 1, "plain", None, 8, extra))
+    write("adapter_fuzz", "bad_metadata", adapter_file(
+        4, 3, 1, "group_logit_temp", {"num_layers": "2", "tau": "-1"}, 9))
 
 
 # ---- jsonl pool ----
@@ -340,18 +432,24 @@ def rpc_seeds():
 # Targets whose seeds this script writes; run_archive_fuzz writes its own (real runs' archives,
 # see fuzz/run_archive_fuzz.cc).
 TARGETS = ["json_fuzz", "run_config_fuzz", "npy_fuzz", "safetensors_fuzz", "jsonl_pool_fuzz",
-           "rpc_fuzz"]
+           "rpc_fuzz", "labels_fuzz", "adapter_fuzz"]
 
 
 def main():
+    # Reproducers of fixed bugs (regression-*) are kept; every other seed is rewritten.
     for target in TARGETS:
-        shutil.rmtree(os.path.join(ROOT, target), ignore_errors=True)
+        directory = os.path.join(ROOT, target)
+        for name in os.listdir(directory) if os.path.isdir(directory) else []:
+            if not name.startswith("regression-"):
+                os.remove(os.path.join(directory, name))
     json_seeds()
     run_config_seeds()
     npy_seeds()
     safetensors_seeds()
     jsonl_seeds()
     rpc_seeds()
+    labels_seeds()
+    adapter_seeds()
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ROOT) for f in fs)
     count = sum(len(fs) for _, _, fs in os.walk(ROOT))
     print("make_corpus: %d files, %d bytes in %s" % (count, total, ROOT))

@@ -7,14 +7,14 @@
 #
 #   scripts/fuzz.sh [build-dir]            (default build-fuzz)
 #   FUZZ_SECONDS=600 scripts/fuzz.sh       seconds per target (default 30)
-#   FUZZ_TARGETS="npy_fuzz rpc_fuzz" ...   a subset (default: all seven)
+#   FUZZ_TARGETS="npy_fuzz rpc_fuzz" ...   a subset (default: all nine)
 #   FUZZ_ARGS="-jobs=2 -workers=2" ...     extra libFuzzer flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR="${1:-build-fuzz}"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 ALL_TARGETS="json_fuzz run_config_fuzz npy_fuzz safetensors_fuzz jsonl_pool_fuzz run_archive_fuzz"
-ALL_TARGETS="$ALL_TARGETS rpc_fuzz"
+ALL_TARGETS="$ALL_TARGETS rpc_fuzz labels_fuzz adapter_fuzz"
 FUZZ_TARGETS="${FUZZ_TARGETS:-$ALL_TARGETS}"
 FUZZ_ARGS="${FUZZ_ARGS:-}"
 

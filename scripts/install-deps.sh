@@ -19,9 +19,11 @@ PACKAGES=(
   python3 python3-numpy python3-grpcio python3-protobuf python3-pytest python3-matplotlib
 )
 # Observability and deployment checks (tests/deploy): promtool and a real Prometheus server,
-# YAML for the manifest checks, flock; the openssl CLI makes the auth tests' certificates. Not
-# needed to build: the container image's build stage sets DOTS_DEPS_BUILD_ONLY=1 and skips them.
-TEST_PACKAGES=(prometheus python3-yaml util-linux openssl)
+# YAML for the manifest checks, flock; the openssl CLI makes the auth tests' certificates;
+# python3-torch: the PyTorch autograd check of the adapter's backward pass and the checkpoint
+# converter (tools/convert_adapter.py). Not needed to build: the container image's build stage
+# sets DOTS_DEPS_BUILD_ONLY=1 and skips them.
+TEST_PACKAGES=(prometheus python3-yaml util-linux openssl python3-torch)
 if [ "${DOTS_DEPS_BUILD_ONLY:-0}" != "1" ]; then
   PACKAGES+=("${TEST_PACKAGES[@]}")
 fi

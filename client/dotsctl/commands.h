@@ -18,6 +18,8 @@ namespace dots::dotsctl {
 
 // `dotsctl estimate`: offline p_hat for every pool question from labeled outcomes.
 int Estimate(int argc, char** argv);
+// `dotsctl adapter train`: offline training of the paper adapter (adapter_cmd.cc).
+int AdapterCommand(int argc, char** argv);
 
 // Networked subcommands (talk to a dots-server through dots::Client).
 int RunCommand(int argc, char** argv);        // run create|get|list|delete (run_cmd.cc)

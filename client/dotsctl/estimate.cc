@@ -2,16 +2,16 @@
 //                  [--adapter A.safetensors] [--mode paper|history|default] [--config run.json]
 #include <cmath>
 #include <cstdio>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/flags.h"
 #include "client/dotsctl/commands.h"
 #include "core/estimation/estimator.h"
 #include "core/estimation/estimator_config.h"
+#include "core/formats/labels.h"
 #include "core/formats/pool.h"
 #include "core/util/file_util.h"
 #include "core/util/json.h"
@@ -26,47 +26,21 @@ struct Label {
   int trials;
 };
 
-// Label lines: {"key": ..., "success_rate": r} with an optional "rollouts" (default: the group
-// size), the number of rollouts behind r, which weighs it against the prior.
+// Label lines (core/formats/labels.h): {"key": ..., "success_rate": r} (or "rate") with an
+// optional "rollouts" (default: the group size), the number of rollouts behind r, which weighs it
+// against the prior. Each question is labeled at most once, whatever its "source".
 absl::StatusOr<std::vector<Label>> ReadLabels(const std::string& path, const Pool& pool,
                                               int group_size) {
-  DOTS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  DOTS_ASSIGN_OR_RETURN(LabelFile file, LoadLabels(path, pool));
   std::vector<Label> labels;
-  absl::flat_hash_set<int64_t> seen;
-  std::istringstream in(text);
-  std::string line;
-  for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    auto where = [&](const std::string& what) {
-      return absl::InvalidArgumentError(absl::StrFormat("%s:%d: %s", path, line_no, what));
-    };
-    absl::StatusOr<JsonValue> value = ParseJson(line);
-    if (!value.ok()) return where(std::string(value.status().message()));
-    const JsonValue* key = value->Find("key");
-    const JsonValue* rate = value->Find("success_rate");
-    const JsonValue* rollouts = value->Find("rollouts");
-    if (key == nullptr || !key->is_string()) return where("field \"key\": a string is required");
-    if (rate == nullptr || !rate->is_number() || !(rate->as_number() >= 0) ||
-        !(rate->as_number() <= 1)) {
-      return where("field \"success_rate\": a number in [0, 1] is required");
+  absl::flat_hash_map<int64_t, int64_t> line_of;
+  for (const LabelRecord& l : file.labels) {
+    if (auto [it, fresh] = line_of.try_emplace(l.question, l.line); !fresh) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s:%d: field \"key\": \"%s\" is labeled twice (first on line %d)", path,
+                          l.line, pool.question(l.question).key, it->second));
     }
-    std::optional<int64_t> q = pool.IndexOf(key->as_string());
-    if (!q.has_value()) {
-      return where(
-          absl::StrFormat("field \"key\": \"%s\" is not in the question pool", key->as_string()));
-    }
-    if (!seen.insert(*q).second) {
-      return where(absl::StrFormat("field \"key\": \"%s\" is labeled twice", key->as_string()));
-    }
-    int trials = group_size;
-    if (rollouts != nullptr) {
-      const double r = rollouts->is_number() ? rollouts->as_number() : -1;
-      if (!(r >= 1 && r <= 1e6 && std::floor(r) == r)) {
-        return where("field \"rollouts\": an integer in [1, 1000000] is required");
-      }
-      trials = static_cast<int>(r);
-    }
-    labels.push_back({*q, rate->as_number(), trials});
+    labels.push_back({l.question, l.rate, l.rollouts.value_or(group_size)});
   }
   return labels;
 }

@@ -11,7 +11,9 @@ constexpr char kUsage[] =
     "usage: dotsctl COMMAND [args] [flags]\n\n"
     "offline (no server needed):\n"
     "  estimate   predict every question's success rate offline from labeled outcomes: try an\n"
-    "             adapter on your own data before a run\n\n"
+    "             adapter on your own data before a run\n"
+    "  adapter train --questions Q.jsonl --labels L.jsonl --out A.safetensors\n"
+    "             train the paper's difficulty adapter on labeled pass rates\n\n"
     "runs and pools:\n"
     "  run create RUN [--config FILE.json]    {\"run_id\", \"config\": {...}[, \"token\"]}\n"
     "  run get RUN                            {\"run_id\", \"config\", \"pool_size\", ...}\n"
@@ -81,6 +83,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (command == "estimate") return dots::dotsctl::Estimate(n, v);
+  if (command == "adapter") return dots::dotsctl::AdapterCommand(n, v);
   if (command == "run") return dots::dotsctl::RunCommand(n, v);
   if (command == "pool") return dots::dotsctl::PoolCommand(n, v);
   if (command == "next") return dots::dotsctl::NextCommand(n, v);

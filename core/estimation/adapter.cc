@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "core/util/json.h"
 #include "core/util/random.h"
 #include "core/util/status_macros.h"
 
@@ -55,6 +56,7 @@ class TensorReader {
                                                      ShapeString(t->shape), ", expected ",
                                                      ShapeString(expected)));
     }
+    DOTS_RETURN_IF_ERROR(CheckFinite(name, *t));
     used_.insert(name);
     return t;
   }
@@ -63,11 +65,23 @@ class TensorReader {
   absl::StatusOr<double> GetScalar(const std::string& name) {
     const SafeTensor* t = file_.Find(name);
     if (t != nullptr && t->shape.empty() && t->values.size() == 1) {
+      DOTS_RETURN_IF_ERROR(CheckFinite(name, *t));
       used_.insert(name);
       return t->values[0];
     }
     DOTS_ASSIGN_OR_RETURN(const SafeTensor* one, Get(name, {1}));
     return one->values[0];
+  }
+
+  // A NaN or infinite weight would make every prediction NaN: refused at load time.
+  absl::Status CheckFinite(const std::string& name, const SafeTensor& t) const {
+    for (size_t i = 0; i < t.values.size(); ++i) {
+      if (!std::isfinite(t.values[i])) {
+        return absl::InvalidArgumentError(absl::StrCat(source_, ": tensor \"", name, "\": value ",
+                                                       i, " is ", t.values[i], " (not finite)"));
+      }
+    }
+    return absl::OkStatus();
   }
 
   absl::Status CheckAllUsed() const {
@@ -359,6 +373,61 @@ std::shared_ptr<const Adapter> Adapter::Identity(int dim) {
 }
 
 int Adapter::num_layers() const { return static_cast<int>(query_proj_.linears.size()); }
+
+absl::StatusOr<SafeTensorsFile> Adapter::ToTensors() const {
+  if (identity_) {
+    return absl::FailedPreconditionError("the identity adapter has no weights to write");
+  }
+  SafeTensorsFile f;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, std::vector<float> values) {
+    f.tensors[name] = SafeTensor{std::move(shape), std::move(values)};
+  };
+  auto add_doubles = [&](const std::string& name, std::vector<int64_t> shape,
+                         const std::vector<double>& values) {
+    add(name, std::move(shape), std::vector<float>(values.begin(), values.end()));
+  };
+  const int n = num_layers();
+  for (const auto& [prefix, projection] :
+       {std::pair<const char*, const Projection*>{kQueryPrefix, &query_proj_},
+        std::pair<const char*, const Projection*>{kRefPrefix, &ref_proj_}}) {
+    add(absl::StrCat(prefix, "0.weight"), {input_dim_}, projection->input_norm.gamma);
+    add(absl::StrCat(prefix, "0.bias"), {input_dim_}, projection->input_norm.beta);
+    for (int i = 0; i < n; ++i) {
+      const LinearWeights& lin = projection->linears[i];
+      add(absl::StrCat(prefix, 1 + 3 * i, ".weight"), {lin.weight.rows, lin.weight.cols},
+          lin.weight.data);
+      add(absl::StrCat(prefix, 1 + 3 * i, ".bias"), {lin.weight.rows}, lin.bias);
+    }
+    add(absl::StrCat(prefix, 3 * n - 1, ".weight"), {output_dim_}, projection->output_norm.gamma);
+    add(absl::StrCat(prefix, 3 * n - 1, ".bias"), {output_dim_}, projection->output_norm.beta);
+  }
+  switch (head_) {
+    case CalibrationHead::kGroupLogitTemp: {
+      const int64_t width = static_cast<int64_t>(mlp_b0_.size());
+      add_doubles("regressor.mlp.0.weight", {width, 2}, mlp_w0_);
+      add_doubles("regressor.mlp.0.bias", {width}, mlp_b0_);
+      add_doubles("regressor.mlp.2.weight", {2, width}, mlp_w2_);
+      add_doubles("regressor.mlp.2.bias", {2}, mlp_b2_);
+      break;
+    }
+    case CalibrationHead::kPlatt:
+      add_doubles("regressor.scale", {1}, {scale_});
+      add_doubles("regressor.res_scale", {1}, {res_scale_});
+      break;
+    case CalibrationHead::kTemperature:
+      add_doubles("regressor.scale", {1}, {scale_});
+      break;
+    case CalibrationHead::kPlain:
+      break;
+  }
+  f.metadata["num_layers"] = absl::StrCat(n);
+  f.metadata["hidden_size"] = absl::StrCat(output_dim_);
+  f.metadata["scaling"] = CalibrationHeadName(head_);
+  f.metadata["tau"] = JsonFloat(tau_);
+  if (top_k_ > 0) f.metadata["top_k"] = absl::StrCat(top_k_);
+  f.metadata["label"] = labels_are_failure_rate_ ? "failure_rate" : "success_rate";
+  return f;
+}
 
 void Adapter::ProjectQuery(const FloatMatrix& x, FloatMatrix* out) const {
   Project(query_proj_, x, out);

@@ -45,7 +45,8 @@ class Adapter {
   // Reads and validates an adapter file (see the file comment). Errors (InvalidArgument, or
   // NotFound / Internal for I/O) start with `path` and name the tensor or metadata field and the
   // expected shape or value, e.g. `a.safetensors: tensor "regressor.sim_head.ref_proj.4.weight":
-  // shape [896, 512], expected [896, 896]`. Cost: O(file size); blocks on file I/O.
+  // shape [896, 512], expected [896, 896]`; a NaN or infinite weight is refused the same way.
+  // Cost: O(file size); blocks on file I/O.
   static absl::StatusOr<std::shared_ptr<const Adapter>> Load(const std::string& path);
 
   // Same as Load from tensors already in memory (tests, benchmarks, converters); `source` prefixes
@@ -70,6 +71,12 @@ class Adapter {
   bool labels_are_failure_rate() const { return labels_are_failure_rate_; }
   int num_layers() const;  // n above; 0 for Identity
   bool is_identity() const { return identity_; }
+
+  // The adapter as a file (see the file comment): every tensor under its state_dict name, and
+  // metadata num_layers, hidden_size, scaling, tau, top_k (when set) and label, such that
+  // FromTensors(ToTensors()) predicts exactly as this adapter. FAILED_PRECONDITION for Identity,
+  // which has no weights. O(number of weights).
+  absl::StatusOr<SafeTensorsFile> ToTensors() const;
 
   // Projects rows: x is n x D (row-major float32), *out becomes n x h. Precondition: x.cols ==
   // input_dim() (otherwise *out is filled with NaN). Cost O(n * (D*h + (n_layers-1)*h*h)) flops

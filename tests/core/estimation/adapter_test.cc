@@ -147,6 +147,17 @@ TEST(AdapterTest, ProjectionOfManyRowsMatchesRowByRow) {
   }
 }
 
+TEST(AdapterTest, RejectsNonFiniteWeightsNamingTheTensor) {
+  SafeTensorsFile f = MakeRandomAdapterTensors(4, 3, 3, CalibrationHead::kGroupLogitTemp, 3);
+  f.tensors[absl::StrCat(kRef, "4.weight")].values[5] = std::nanf("");
+  EXPECT_THAT(FromTensors(f).status().message(),
+              HasSubstr("tensor \"regressor.sim_head.ref_proj.4.weight\": value 5 is nan"));
+  f = MakeRandomAdapterTensors(4, 3, 1, CalibrationHead::kPlatt, 3);
+  f.tensors["regressor.res_scale"].values[0] = INFINITY;
+  EXPECT_THAT(FromTensors(f).status().message(),
+              HasSubstr("tensor \"regressor.res_scale\": value 0 is inf (not finite)"));
+}
+
 TEST(AdapterTest, EmptyInputGivesEmptyOutputAndWrongWidthGivesNaN) {
   auto adapter = FromTensors(MakeRandomAdapterTensors(4, 3, 1, CalibrationHead::kPlain, 3));
   ASSERT_TRUE(adapter.ok());
