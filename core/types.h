@@ -44,7 +44,7 @@ struct Question {
 // replay.capacity_bytes and metrics, not a measurement of the allocator.
 inline constexpr int64_t kReplayGroupOverheadBytes = 256;
 
-// A rollout group kept for replay (DESIGN §2.5), and as handed out in a batch.
+// A rollout group kept for replay (docs/design.md §2.5), and as handed out in a batch.
 struct ReplayGroup {
   // Dedup key (the question key). Non-empty.
   std::string key;

@@ -1,7 +1,7 @@
 // A fixed-size pool of worker threads running queued tasks in FIFO order. The gRPC callback
 // threads hand every piece of work that can take long (waiting for a round plan, parsing a pool
 // file, taking a run's mutex while its planner holds it) to an Executor, so that they stay free
-// to read and write messages (anchors-systems.md §2.4: "never block in a reaction").
+// to read and write messages (docs/conventions.md §2.4: "never block in a reaction").
 //
 // Thread-safe. Tasks must not throw.
 #ifndef DOTS_SERVER_EXECUTOR_H_

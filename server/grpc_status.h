@@ -1,4 +1,4 @@
-// The one place where absl::Status becomes grpc::Status (anchors-systems.md §2.5: status
+// The one place where absl::Status becomes grpc::Status (docs/conventions.md §2.5: status
 // conversion only at the service boundary). Messages built from user data (keys, paths, JSON)
 // can be arbitrarily long, so they are truncated, as TF Serving does, to kMaxStatusMessageBytes.
 #ifndef DOTS_SERVER_GRPC_STATUS_H_

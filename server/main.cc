@@ -1,4 +1,4 @@
-// dots-server: the DOTS data-selection and rollout-replay service (DESIGN §3).
+// dots-server: the DOTS data-selection and rollout-replay service (docs/design.md §3).
 //
 // Prints "dots-server listening on HOST:PORT" on stdout once it accepts calls (also when
 // --listen asks for port 0), so scripts and tests can wait for that line. SIGTERM or SIGINT

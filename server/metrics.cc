@@ -60,7 +60,7 @@ constexpr std::array<std::string_view, 17> kStatusCodeNames = {
 constexpr int kUnknownCode = 2;
 
 // Prometheus' default RPC buckets, extended for NextBatch, a long poll that may wait for a round
-// plan for minutes (anchors-systems.md §3.1, "long-poll waits").
+// plan for minutes (docs/conventions.md §3.1, "long-poll waits").
 const Histogram::BucketBoundaries& RpcBuckets() {
   static const auto* buckets = new Histogram::BucketBoundaries{
       0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};

@@ -1,4 +1,4 @@
-// Prometheus metrics of a dots server (DESIGN §5; anchors-systems.md §3.1), served by a
+// Prometheus metrics of a dots server (docs/design.md §5; docs/conventions.md §3.1), served by a
 // prometheus-cpp Exposer on its own HTTP port at /metrics (flag --metrics_listen).
 //
 // What is exported (the authoritative list, with types, is deploy/metrics.txt; the unit test

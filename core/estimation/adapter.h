@@ -8,7 +8,7 @@
 //   n = 1: 0 LN(D), 1 Lin(D,h), 2 LN(h).   n = 3: 0 LN, 1 Lin(D,h), 2 GELU, 3 Drop, 4 Lin(h,h),
 //   5 GELU, 6 Drop, 7 Lin(h,h), 8 LN(h).   LayerNorm: biased variance, eps 1e-5 (PyTorch).
 //
-// Adapter file (safetensors, DESIGN.md §2.3), tensor names and shapes:
+// Adapter file (safetensors, docs/design.md §2.3), tensor names and shapes:
 //   regressor.sim_head.{query_proj,ref_proj}.{0,3n-1}.{weight,bias}   [D] / [h] (LayerNorms)
 //   regressor.sim_head.{query_proj,ref_proj}.{1+3i}.weight             [h, D] (i = 0) / [h, h]
 //   regressor.sim_head.{query_proj,ref_proj}.{1+3i}.bias               [h]

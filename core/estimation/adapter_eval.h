@@ -1,4 +1,4 @@
-// Held-out evaluation of a difficulty adapter by the released code's protocol (paper-digest
+// Held-out evaluation of a difficulty adapter by the released code's protocol (docs/paper.md
 // §2.3, `train.py` evaluate_test_groups): for a labelled question set of one source and each of
 // several seeds, split off a random reference set, predict the other questions exactly as
 // `paper` mode does (attention over the references, the calibration head, then the post-hoc

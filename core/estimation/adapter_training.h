@@ -1,4 +1,4 @@
-// Training the paper adapter (adapter_model.h) with the released recipe (paper-digest §2.3,
+// Training the paper adapter (adapter_model.h) with the released recipe (docs/paper.md §2.3,
 // `adaptive_difficulty_prediction/train.py` + `run_train.sh`):
 //   - training instances are (question, source, rate) labels; each epoch visits them in a fresh
 //     random order, in batches of batch_size (the last one may be smaller: drop_last=False);

@@ -1,5 +1,5 @@
 // The difficulty estimator: p_hat(q), the current policy's predicted success rate of every pool
-// question (DESIGN §2.1). Three modes:
+// question (docs/design.md §2.1). Three modes:
 //
 //   kPaper    exactly the released code path of Sun et al.: attention over the current reference
 //             set only, the adapter's calibration head, OLS of the reference labels on the
@@ -13,7 +13,7 @@
 //             then a linear recalibration of the posterior mean on the outcomes of the last few
 //             policy versions (which corrects the lag of decayed counts while the policy drifts).
 //
-// All success rates are in [0, 1] (DESIGN speaks p; the paper's difficulty is 1 - p).
+// All success rates are in [0, 1] (docs/design.md speaks p; the paper's difficulty is 1 - p).
 //
 // Thread-compatibility: const methods may run concurrently; Observe and Estimate need external
 // synchronisation (the run that owns an Estimator holds its lock).
@@ -100,7 +100,7 @@ struct EstimatorOutcome {
 };
 
 // Everything an estimator learned from observations and its own estimates: what survives a
-// rebuild over a grown pool and a restart (core/run_snapshot.h).
+// rebuild over a grown pool and a restart (saved in the run snapshot, core/run/run_persist.cc).
 struct EstimatorState {
   std::vector<QuestionHistory> histories;  // one per question (may be fewer than the pool)
   std::vector<float> last_estimate;        // raw p_hat of the latest Estimate, or empty

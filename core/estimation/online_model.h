@@ -1,4 +1,4 @@
-// The difficulty model a run learns from its own outcomes (DESIGN §2.6): a logistic probe on the
+// The difficulty model a run learns from its own outcomes (docs/design.md §2.6): a logistic probe on the
 // question embeddings (core/estimation/probe.h), refitted between rounds on every recently
 // observed question, weighted towards the current policy version. It predicts every question of
 // the pool, observed or not; the default estimator stacks that prediction with attention over

@@ -1,4 +1,4 @@
-// The scoring pass of the estimator (DESIGN.md §2.1 step 1, paper §4.1): every pool question
+// The scoring pass of the estimator (docs/design.md §2.1 step 1, paper §4.1): every pool question
 // attends over a reference set of labelled questions,
 //   s_ij  = score_scale * <query_proj(z_i), ref_proj(z_j)>          (score_scale = 1/sqrt(h))
 //   w_ij  = softmax_j(s_ij / tau)        (optionally over the top_k largest s_ij of row i only)

@@ -1,5 +1,5 @@
-// Text-only question embeddings for pools that ship no embeddings (the real data in
-// /work/shared/data has only prompts): deterministic hashed word and character n-gram TF-IDF,
+// Text-only question embeddings for pools that ship no embeddings (the bundled data in
+// data/ has only prompts): deterministic hashed word and character n-gram TF-IDF,
 // followed by a sparse signed random projection (a count sketch / very sparse JL transform) to
 // `dim` coordinates, L2-normalised. Cosine similarity of two embeddings then approximates the
 // cosine similarity of the two texts' TF-IDF vectors.
@@ -31,7 +31,7 @@
 
 namespace dots {
 
-// Defaults chosen on /work/shared/data/oneshot-rlvr (1,209 questions): leave-one-out prediction of
+// Defaults chosen on data/oneshot-rlvr (1,209 questions): leave-one-out prediction of
 // a question's first-visit success rate as the softmax(cosine / 0.1)-weighted mean over its 32
 // nearest neighbours; Pearson r, mean over 8 projection seeds (seed sd 0.01-0.025):
 //              words  words+bigrams  char3-4+words  same,word_weight2  char3-5+words+bigrams

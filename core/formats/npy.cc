@@ -21,8 +21,6 @@ static_assert(std::endian::native == std::endian::little,
 
 namespace {
 
-// Abseil here is built without std::string_view aliasing, so absl::StrCat cannot take a
-// std::string_view directly; this adapts one without copying.
 constexpr std::string_view kMagic = "\x93NUMPY";
 // Limits that keep N * D * 4 far from overflowing and refuse absurd headers early.
 constexpr int64_t kMaxDimension = int64_t{1} << 40;

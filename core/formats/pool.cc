@@ -19,8 +19,6 @@ namespace dots {
 
 namespace {
 
-// Abseil here is built without std::string_view aliasing, so absl::StrCat cannot take a
-// std::string_view directly; this adapts one without copying.
 // Keys are echoed in messages; a 4 KB key would drown the message, so show a prefix.
 std::string QuoteKeyForMessage(std::string_view key) {
   constexpr size_t kShown = 80;

@@ -28,8 +28,6 @@ const SafeTensor* SafeTensorsFile::Find(std::string_view name) const {
 
 namespace {
 
-// Abseil here is built without std::string_view aliasing, so absl::StrCat cannot take a
-// std::string_view directly; this adapts one without copying.
 enum class DType { kF32, kF16, kBF16, kF64 };
 
 std::optional<DType> ParseDType(std::string_view s) {

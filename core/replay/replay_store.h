@@ -1,7 +1,7 @@
 // The rollout replay store (RR) of one run: a FIFO of recent *informative* rollout groups that
-// later steps reuse instead of generating fresh rollouts (DESIGN.md §2.5, paper-digest.md §4).
+// later steps reuse instead of generating fresh rollouts (docs/design.md §2.5, docs/paper.md §4).
 //
-// What the released DOTS code does each step (paper-digest §4.2, §7.1 item 12): dedup the buffer by
+// What the released DOTS code does each step (docs/paper.md §4.2, §7.1 item 12): dedup the buffer by
 // question keeping the newest group, drop groups whose mean reward is 0 or 1, replay up to
 // (1 - delta) B groups uniformly without replacement, keep the newest C - delta B groups, append
 // the fresh batch. This store gives the same behaviour through three calls:

@@ -1,4 +1,4 @@
-// Budget arithmetic of a training round (DESIGN §2.4, paper-digest §3.2 and §7.2 item 7).
+// Budget arithmetic of a training round (docs/design.md §2.4, docs/paper.md §3.2 and §7.2 item 7).
 // Pure functions, O(1), no errors beyond the documented preconditions.
 #ifndef DOTS_CORE_RUN_ROUND_PLAN_H_
 #define DOTS_CORE_RUN_ROUND_PLAN_H_

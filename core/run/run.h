@@ -1,5 +1,5 @@
 // A run: one training job's question pool, estimator, round plans, issued batches, leases,
-// observations and replay store, and the training protocol over them (DESIGN §2.4–2.5).
+// observations and replay store, and the training protocol over them (docs/design.md §2.4–2.5).
 //
 // Protocol. Steps s = 0, 1, 2, ... are grouped in rounds of mu steps (round = s / mu). A round is
 // planned once: the estimator rescans the pool, the reference questions are drawn, and the

@@ -1,4 +1,4 @@
-// A run's configuration (JSON, snake_case keys). Defaults are the paper's (DESIGN §2.4):
+// A run's configuration (JSON, snake_case keys). Defaults are the paper's (docs/design.md §2.4):
 //
 //   {"batch_size": 512, "group_size": 8, "steps_per_round": 2, "reference_size": 256,
 //    "reference_mode": "inline", "reference_sampling": null, "alpha": 0.5, "tau": 0.001,

@@ -1,5 +1,5 @@
 // Choosing a round's reference set: the K questions whose fresh rollouts label the estimator
-// (DESIGN §2.1, §2.4).
+// (docs/design.md §2.1, §2.4).
 //
 //   kUniform      K questions uniformly at random without replacement (the paper).
 //   kInformative  a quarter of K (coverage_fraction) goes to the questions observed least

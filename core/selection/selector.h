@@ -1,5 +1,5 @@
 // Question selection for one DOTS round: draws `budget` distinct questions from a pool of N
-// given each question's predicted success rate p_hat (DESIGN.md §2.2, paper-digest.md §3).
+// given each question's predicted success rate p_hat (docs/design.md §2.2, docs/paper.md §3).
 //
 // The paper's distribution is pi(q) ∝ exp(-|p_hat_q - alpha| / tau), sampled without
 // replacement. We draw it with the Gumbel-top-k trick: give every question the key

@@ -61,8 +61,6 @@ const char* JsonValue::DescribeType(Type t) {
 
 namespace {
 
-// Abseil here is built without std::string_view aliasing, so absl::StrCat cannot take a
-// std::string_view directly; this adapts one without copying.
 // Length of the valid UTF-8 sequence starting at s[0] (1..4), or 0 if the bytes there are not
 // well-formed UTF-8 per RFC 3629 (no overlongs, no surrogates, nothing above U+10FFFF).
 size_t Utf8SequenceLength(const unsigned char* s, size_t available) {

@@ -6,7 +6,7 @@ In task.py a rollout is a sequence of such tokens (one per step of the question'
 input being the one-hot (current state, operation) pair), so the update works per token, with
 the rollout's advantage on each of its tokens, like an LLM trainer.
 
-The update (`grpo_update`) is GRPO as in Sun et al. 2025 (paper-digest.md §1.2, §4):
+The update (`grpo_update`) is GRPO as in Sun et al. 2025 (docs/paper.md §1.2, §4):
   * advantage A_i = r_i - mean_j r_j within the group of G rollouts, NOT divided by the std
     (the paper's Eq. 1, after Dr. GRPO; the released code divides by the std); the caller
     computes it and passes it per token,
@@ -14,7 +14,7 @@ The update (`grpo_update`) is GRPO as in Sun et al. 2025 (paper-digest.md §1.2,
   * the loss is the mean over every token of the (mini)batch (verl's token-mean aggregation),
     so groups with zero advantage dilute the gradient exactly as they do in verl,
   * off-policy correction: the "decoupled PPO-clip" / GePPO form that the released DOTS code
-    actually runs (`compute_policy_loss_temp`, paper-digest.md §4.2), per token:
+    actually runs (`compute_policy_loss_temp`, docs/paper.md §4.2), per token:
         r_pi  = pi_theta / mu,  r_old = pi_old / mu,
         loss  = max(-A r_pi, -A clip(r_pi, r_old (1 - eps), r_old (1 + eps))),
     with mu the behaviour policy that generated the rollout (its per-token log-probs are stored

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Checks the C++ adapter backward pass against PyTorch autograd (Debian's python3-torch).
 
-The released architecture is rebuilt here in PyTorch from its description (paper-digest §2.2:
+The released architecture is rebuilt here in PyTorch from its description (docs/paper.md §2.2:
 `build_projection`, `RegressionHead`, `ResidualHead` with the group_logit_temp head of
 `adaptive_difficulty_prediction/model.py`), in float64. For each case the script writes random
 weights (.safetensors), embeddings (.npy) and a training batch (JSON: queries with soft targets

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """tools/convert_adapter.py: a released-architecture checkpoint predicts the same in dots.
 
-The released FewShotRegressor (paper-digest §2.2; `build_projection`, `RegressionHead`,
+The released FewShotRegressor (docs/paper.md §2.2; `build_projection`, `RegressionHead`,
 `ResidualHead` of `adaptive_difficulty_prediction/model.py`) is rebuilt in PyTorch with random
 weights (LayerNorm weights and biases perturbed away from 1 and 0), saved with torch.save as a
 bare state_dict and as the released train.py's checkpoint dict ({"model_state_dict", "config",

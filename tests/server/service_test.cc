@@ -1,5 +1,5 @@
 // Integration tests of dots.v1.Dots: a real server on 127.0.0.1:0, real channels, generated
-// stubs. Every RPC, and every error status of DESIGN §3 with the field named in the message.
+// stubs. Every RPC, and every error status of docs/design.md §3 with the field named in the message.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -242,7 +242,7 @@ TEST_F(ServiceTest, ImportPoolStreamsProgressAndIsAllOrNothing) {
 TEST_F(ServiceTest, ImportPoolOfTheRealDataset) {
   const char* source = std::getenv("DOTS_SOURCE_DIR");
   const std::string path =
-      absl::StrCat(source != nullptr ? source : "/work/main", "/data/oneshot-rlvr/questions.jsonl");
+      absl::StrCat(source != nullptr ? source : ".", "/data/oneshot-rlvr/questions.jsonl");
   if (!std::ifstream(path).good()) GTEST_SKIP() << path << " not found";
   ASSERT_TRUE(CreateRun("real", kSmallConfig).ok());
   std::vector<pb::ImportPoolProgress> progress;

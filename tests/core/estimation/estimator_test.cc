@@ -35,7 +35,7 @@ EstimatorOptions Options(EstimatorMode mode) {
   return o;
 }
 
-// paper-digest §7.2 item 1: rewards [1,0,1,1,0,0,0,0] -> success rate 0.375 (difficulty
+// docs/paper.md §7.2 item 1: rewards [1,0,1,1,0,0,0,0] -> success rate 0.375 (difficulty
 // 0.625); all ones -> 1; all zeros -> 0. With a negligible prior the posterior mean is the
 // observed rate.
 TEST(EstimatorTest, ObservedRateIsTheMeanReward) {

@@ -481,16 +481,14 @@ TEST(LoadPoolTest, InlineEmbeddingWithNpyIsAmbiguous) {
 // ---------------------------------------------------------------------------------------------
 // Real data
 
-// Finds a real data file: the repository's bundled data/ (DOTS_SOURCE_DIR is set by ctest), the
-// shared data set beside the repository, or data/ of the current directory.
+// Finds a real data file: the repository's bundled data/ (DOTS_SOURCE_DIR is set by ctest) or
+// data/ of the current directory.
 std::string RealDataPath(const std::string& relative) {
   std::vector<std::string> candidates;
   if (const char* src = std::getenv("DOTS_SOURCE_DIR"); src != nullptr && *src != '\0') {
     candidates.push_back(std::string(src) + "/data/" + relative);
-    candidates.push_back(std::string(src) + "/../shared/data/" + relative);
   }
   candidates.push_back("data/" + relative);
-  candidates.push_back("../shared/data/" + relative);
   for (const std::string& c : candidates) {
     if (std::ifstream(c).good()) return c;
   }

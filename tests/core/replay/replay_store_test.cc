@@ -99,7 +99,7 @@ Snapshot Snap(const ReplayStore& store) {
   return s;
 }
 
-// --- The paper's buffer cases (paper-digest §7.2 item 8) ---------------------------------------
+// --- The paper's buffer cases (docs/paper.md §7.2 item 8) ---------------------------------------
 
 TEST(ReplayStoreTest, DedupKeepsNewestGroupOfEachQuestion) {
   ReplayStore store(Options(512));

@@ -5,7 +5,7 @@
 namespace dots {
 namespace {
 
-// paper-digest §7.2 item 7: N = 10,240, B = 512, mu = 2, delta = 0.5, K = 256, G = 8.
+// docs/paper.md §7.2 item 7: N = 10,240, B = 512, mu = 2, delta = 0.5, K = 256, G = 8.
 TEST(RoundPlanTest, PaperBudgets) {
   EXPECT_EQ(FreshPerRound(0, 512, 2, 0.5), 1024);  // round 0: 2 x 512 fresh
   EXPECT_EQ(FreshPerRound(1, 512, 2, 0.5), 512);   // later: 2 x 256 fresh

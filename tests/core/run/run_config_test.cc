@@ -358,7 +358,7 @@ TEST(RunConfigTest, RoundTripsNonDefaultConfig) {
   EXPECT_EQ(parsed.replay.alpha, c.alpha);
 }
 
-// paper-digest §7.2 item 7: N = 10,240, B = 512, mu = 2, K = 256.
+// docs/paper.md §7.2 item 7: N = 10,240, B = 512, mu = 2, K = 256.
 TEST(RunConfigTest, ValidateForPoolWithPaperNumbers) {
   const RunConfig paper;
   EXPECT_TRUE(paper.ValidateForPool(10240).ok());

@@ -260,7 +260,7 @@ TEST(RunTest, PaperModeHandsOutTheReferenceBatchFirst) {
   EXPECT_EQ(h.run->Stats().replay_groups, 0);  // reference rollouts are not trained on
 }
 
-// paper-digest §7.2 items 7 and 8 through the protocol: N = 10,240, B = 512, mu = 2,
+// docs/paper.md §7.2 items 7 and 8 through the protocol: N = 10,240, B = 512, mu = 2,
 // delta = 0.5, K = 256, C in {256, 512}.
 TEST(RunTest, PaperBudgetsAndBufferCapacity) {
   for (int64_t capacity : {256, 512}) {

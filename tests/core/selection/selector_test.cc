@@ -93,7 +93,7 @@ TEST(SelectorDotsTest, TwoItemWinRateMatchesExpOfDistanceGapOverTau) {
   }
 }
 
-// The paper's setting (paper-digest §7.2 item 6): tau = 1e-3, p_hat 0.50 vs 0.51, a ratio of
+// The paper's setting (docs/paper.md §7.2 item 6): tau = 1e-3, p_hat 0.50 vs 0.51, a ratio of
 // e^10 = 22026.47. Over 10^6 seeds the farther question should win ~45 times (Poisson).
 TEST(SelectorDotsTest, PaperTemperatureGivesRatioEToTheTen) {
   const std::vector<float> p_hat = {0.51f, 0.50f};
