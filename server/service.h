@@ -10,10 +10,10 @@
 //            noticed) and ImportPool.
 // A NextBatch waiting for reports therefore never holds up the ReportRollouts it waits for.
 //
-// Errors map to the status codes of docs/design.md §3 and the proto's header; messages name the field
-// and are truncated to kMaxStatusMessageBytes (server/grpc_status.h). A call that arrives while
-// the service is starting or draining gets UNAVAILABLE (retryable); calls already in flight when
-// draining begins run to completion, except NextBatch waits, which end with UNAVAILABLE.
+// Errors map to the status codes of docs/design.md §3 and the proto's header; messages name the
+// field and are truncated to kMaxStatusMessageBytes (server/grpc_status.h). A call that arrives
+// while the service is starting or draining gets UNAVAILABLE (retryable); calls already in flight
+// when draining begins run to completion, except NextBatch waits, which end with UNAVAILABLE.
 //
 // Access control (ServiceOptions::auth, server/auth.h): every handler checks the caller's bearer
 // token before it validates or applies anything; the rules per RPC are in the proto's header.

@@ -1,5 +1,5 @@
-// The difficulty model a run learns from its own outcomes (docs/design.md §2.6): a logistic probe on the
-// question embeddings (core/estimation/probe.h), refitted between rounds on every recently
+// The difficulty model a run learns from its own outcomes (docs/design.md §2.6): a logistic probe
+// on the question embeddings (core/estimation/probe.h), refitted between rounds on every recently
 // observed question, weighted towards the current policy version. It predicts every question of
 // the pool, observed or not; the default estimator stacks that prediction with attention over
 // similar questions and the static prior (core/estimation/estimator.h).

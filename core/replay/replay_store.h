@@ -1,10 +1,10 @@
 // The rollout replay store (RR) of one run: a FIFO of recent *informative* rollout groups that
 // later steps reuse instead of generating fresh rollouts (docs/design.md §2.5, docs/paper.md §4).
 //
-// What the released DOTS code does each step (docs/paper.md §4.2, §7.1 item 12): dedup the buffer by
-// question keeping the newest group, drop groups whose mean reward is 0 or 1, replay up to
-// (1 - delta) B groups uniformly without replacement, keep the newest C - delta B groups, append
-// the fresh batch. This store gives the same behaviour through three calls:
+// What the released DOTS code does each step (docs/paper.md §4.2, §7.1 item 12): dedup the buffer
+// by question keeping the newest group, drop groups whose mean reward is 0 or 1, replay up to (1 -
+// delta) B groups uniformly without replacement, keep the newest C - delta B groups, append the
+// fresh batch. This store gives the same behaviour through three calls:
 //   * Insert()  — after a step's fresh groups are scored. Uninformative groups are dropped, a newer
 //                 group of the same key replaces the older one, then the oldest groups are evicted
 //                 until the store is within capacity_groups (C) and capacity_bytes.

@@ -1,5 +1,6 @@
 // Integration tests of dots.v1.Dots: a real server on 127.0.0.1:0, real channels, generated
-// stubs. Every RPC, and every error status of docs/design.md §3 with the field named in the message.
+// stubs. Every RPC, and every error status of docs/design.md §3 with the field named in the
+// message.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
