@@ -1,5 +1,6 @@
-// dots-bench soak: a long training load against a real dots-server process, checking that it
-// stays healthy: zero errors, resident memory flat after warm-up, latency not drifting.
+// dots-bench soak: a long training load against a real dots-server process,
+// checking that it stays healthy: zero errors, resident memory flat after
+// warm-up, latency not drifting.
 #include "bench/soak/soak.h"
 
 #include <signal.h>
@@ -21,7 +22,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "client/cli/flags.h"
 #include "client/cpp/client.h"
 
 namespace dots::bench {
@@ -48,42 +48,26 @@ struct Sample {
   double latency_ms;  // one NextBatch + ReportRollouts step of one client
 };
 
-}  // namespace
+struct SoakArgs {
+  std::string server_bin;
+  int64_t clients = 64;
+  double seconds = 120;
+  int64_t payload_bytes = 16384;
+  std::string dir = "/tmp";
+};
 
-int Soak(int argc, char** argv) {
-  cli::FlagSet flags(
-      "dots-bench soak --server-bin PATH [--clients 64] [--seconds 120] [--payload-bytes 16384]",
-      "Starts dots-server (temporary state directory) and runs --clients trainer ranks on\n"
-      "loopback, each looping full training steps (NextBatch of its slice, ReportRollouts of\n"
-      "every item with a payload) for --seconds. Passes (exit 0) with zero errors, resident\n"
-      "memory of the server growing < 5 % after warm-up (a quarter of the run, at least 60 s:\n"
-      "the medians of the first and second half of the rest, sampled every 1 s), and the\n"
-      "p99 step latency of the last minute within 1.5x the first minute's.");
-  flags.Add("server-bin", "the dots-server binary (required)");
-  flags.Add("clients", "concurrent trainer ranks (the run's world size)", "64");
-  flags.Add("seconds", "duration", "120");
-  flags.Add("payload-bytes", "payload per reported group", "16384");
-  flags.Add("dir", "where the temporary state directory goes", "/tmp");
-  absl::StatusOr<bool> parsed = flags.Parse(argc, argv, 2);
-  auto fail = [](const std::string& why) {
+int RunSoak(const SoakArgs &args) {
+  auto fail = [](const std::string &why) {
     std::fprintf(stderr, "dots-bench soak: %s\n", why.c_str());
     return 1;
   };
-  if (!parsed.ok()) return fail(std::string(parsed.status().message()));
-  if (!*parsed) return 0;
-  absl::StatusOr<int64_t> clients = flags.GetInt("clients");
-  absl::StatusOr<double> seconds = flags.GetDouble("seconds");
-  absl::StatusOr<int64_t> payload_bytes = flags.GetInt("payload-bytes");
-  if (!clients.ok() || !seconds.ok() || !payload_bytes.ok() || !flags.Has("server-bin")) {
-    return fail("bad flags (see --help)");
-  }
-  std::string state = (std::filesystem::path(flags.Get("dir")) / "dots-soak-XXXXXX").string();
+  std::string state = (std::filesystem::path(args.dir) / "dots-soak-XXXXXX").string();
   if (mkdtemp(state.data()) == nullptr) return fail("cannot create a state directory");
 
   // The server, as a child process.
   int out[2];
   if (pipe(out) != 0) return fail("pipe");
-  const std::string binary = flags.Get("server-bin");
+  const std::string &binary = args.server_bin;
   const pid_t pid = fork();
   if (pid == 0) {
     dup2(out[1], STDOUT_FILENO);
@@ -91,11 +75,11 @@ int Soak(int argc, char** argv) {
     close(out[1]);
     const std::string state_flag = "--state_dir=" + state;
     execl(binary.c_str(), binary.c_str(), "--listen=127.0.0.1:0",
-          "--metrics_listen=", state_flag.c_str(), static_cast<char*>(nullptr));
+          "--metrics_listen=", state_flag.c_str(), static_cast<char *>(nullptr));
     _exit(127);
   }
   close(out[1]);
-  FILE* server_out = fdopen(out[0], "r");
+  FILE *server_out = fdopen(out[0], "r");
   char line[256] = {0};
   std::string address;
   const std::string prefix = "dots-server listening on ";
@@ -120,7 +104,7 @@ int Soak(int argc, char** argv) {
   options.target = address;
   options.default_deadline = absl::Seconds(60);
   std::unique_ptr<Client> client = *Client::Create(options);
-  const int world = static_cast<int>(*clients);
+  const int world = static_cast<int>(args.clients);
   const std::string config = absl::StrCat(
       R"({"batch_size": )", 8 * world, R"(, "group_size": 8, "reference_size": )", 2 * world,
       R"(, "lease_timeout_seconds": 60, "estimator": {"mode": "default"}})");
@@ -145,7 +129,7 @@ int Soak(int argc, char** argv) {
   std::vector<Sample> samples;
   std::string first_error;
   const absl::Time start = absl::Now();
-  const std::string payload(static_cast<size_t>(*payload_bytes), 'p');
+  const std::string payload(static_cast<size_t>(args.payload_bytes), 'p');
   std::vector<std::thread> ranks;
   for (int rank = 0; rank < world; ++rank) {
     ranks.emplace_back([&, rank] {
@@ -155,7 +139,7 @@ int Soak(int argc, char** argv) {
         absl::Status status = batch.status();
         if (status.ok()) {
           std::vector<RolloutReport> groups;
-          for (const BatchItem& item : batch->items) {
+          for (const BatchItem &item : batch->items) {
             const int hits = static_cast<int>((item.key.size() + step) % 9);
             std::vector<float> rewards(8, 0.0f);
             for (int i = 0; i < hits && i < 8; ++i) rewards[i] = 1.0f;
@@ -178,10 +162,11 @@ int Soak(int argc, char** argv) {
       }
     });
   }
-  // RSS every second (it swings by a third within seconds as snapshots and memtable flushes come
-  // and go, so the medians below need many samples); progress every 5 s.
+  // RSS every second (it swings by a third within seconds as snapshots and
+  // memtable flushes come and go, so the medians below need many samples);
+  // progress every 5 s.
   std::vector<std::pair<double, int64_t>> rss;
-  while (absl::Now() - start < absl::Seconds(*seconds) && !stop.load()) {
+  while (absl::Now() - start < absl::Seconds(args.seconds) && !stop.load()) {
     absl::SleepFor(absl::Seconds(1));
     rss.emplace_back(absl::ToDoubleSeconds(absl::Now() - start), RssBytes(pid));
     if (rss.size() % 5 != 0) continue;
@@ -190,41 +175,44 @@ int Soak(int argc, char** argv) {
                  samples.size(), static_cast<double>(rss.back().second) / 1e6);
   }
   stop.store(true);
-  for (std::thread& t : ranks) t.join();
+  for (std::thread &t : ranks) t.join();
   const bool drained = stop_server();
 
-  // Growth is a trend, not a spike (a snapshot or a memtable flush briefly holds extra copies):
-  // medians, not single samples.
+  // Growth is a trend, not a spike (a snapshot or a memtable flush briefly
+  // holds extra copies): medians, not single samples.
   auto median_between = [&](double from, double to) -> int64_t {
     std::vector<double> v;
-    for (const auto& [at, bytes] : rss) {
+    for (const auto &[at, bytes] : rss) {
       if (at >= from && at <= to) v.push_back(static_cast<double>(bytes));
     }
     return static_cast<int64_t>(Percentile(v, 0.5));
   };
-  // Warm-up: a quarter of the run, at least a minute (the heap takes about that long to reach its
-  // working set). What follows is split in halves: the first half's median against the last's.
-  const double warm_up = std::max<double>(*seconds / 4, std::min<double>(60, *seconds / 2));
-  const double half = (*seconds - warm_up) / 2;
+  // Warm-up: a quarter of the run, at least a minute (the heap takes about that
+  // long to reach its working set). What follows is split in halves: the first
+  // half's median against the last's.
+  const double warm_up = std::max<double>(args.seconds / 4, std::min<double>(60, args.seconds / 2));
+  const double half = (args.seconds - warm_up) / 2;
   const int64_t rss_after_warm_up = median_between(warm_up, warm_up + half);
-  const int64_t rss_end = median_between(warm_up + half, *seconds + 10);
+  const int64_t rss_end = median_between(warm_up + half, args.seconds + 10);
   const double growth = rss_after_warm_up > 0 ? static_cast<double>(rss_end - rss_after_warm_up) /
                                                     static_cast<double>(rss_after_warm_up)
                                               : 1.0;
-  const double window = std::min(60.0, *seconds / 2);
+  const double window = std::min(60.0, args.seconds / 2);
   std::vector<double> first, last;
-  for (const Sample& s : samples) {
+  for (const Sample &s : samples) {
     if (s.at_seconds < window) first.push_back(s.latency_ms);
-    if (s.at_seconds >= *seconds - window) last.push_back(s.latency_ms);
+    if (s.at_seconds >= args.seconds - window) last.push_back(s.latency_ms);
   }
   const double p99_first = Percentile(first, 0.99), p99_last = Percentile(last, 0.99);
   std::printf(
-      "soak: %d clients, %.0f s: %zu steps of one rank, %lld errors%s; server RSS %.1f MB after "
-      "warm-up -> %.1f MB at the end (medians of the two halves after warm-up: %+.1f %%, limit 5 "
+      "soak: %d clients, %.0f s: %zu steps of one rank, %lld errors%s; "
+      "server RSS %.1f MB after "
+      "warm-up -> %.1f MB at the end (medians of the two halves after "
+      "warm-up: %+.1f %%, limit 5 "
       "%%); "
       "step p99 first %.0f s %.1f ms, "
       "last %.0f s %.1f ms (x%.2f, limit 1.5); SIGTERM drain %s\n",
-      world, *seconds, samples.size(), static_cast<long long>(errors.load()),
+      world, args.seconds, samples.size(), static_cast<long long>(errors.load()),
       first_error.empty() ? "" : (" (" + first_error + ")").c_str(),
       static_cast<double>(rss_after_warm_up) / 1e6, static_cast<double>(rss_end) / 1e6,
       100 * growth, window, p99_first, window, p99_last, p99_first > 0 ? p99_last / p99_first : 0,
@@ -232,6 +220,28 @@ int Soak(int argc, char** argv) {
   const bool ok = errors.load() == 0 && growth < 0.05 && p99_last <= 1.5 * p99_first && drained;
   std::printf("soak: %s\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
+}
+
+}  // namespace
+
+void AddSoakCommand(CLI::App *app, cli::Action *action) {
+  auto args = std::make_shared<SoakArgs>();
+  CLI::App *soak = cli::AddCommand(
+      app, "soak", "long training load against dots-server: errors, memory, latency drift",
+      kSoakDescription);
+  soak->add_option("--server-bin", args->server_bin, "the dots-server binary")->required();
+  soak->add_option("--clients", args->clients, "concurrent trainer ranks (the run's world size)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  soak->add_option("--seconds", args->seconds, "duration")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  soak->add_option("--payload-bytes", args->payload_bytes, "payload per reported group")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  soak->add_option("--dir", args->dir, "where the temporary state directory goes")
+      ->capture_default_str();
+  cli::RunsWhenSelected(soak, action, [args] { return RunSoak(*args); });
 }
 
 }  // namespace dots::bench

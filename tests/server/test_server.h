@@ -1,8 +1,9 @@
-// Test fixture of the server integration tests: a real dots::Server on 127.0.0.1:0 in this
-// process, a real channel to it, the generated stub, and helpers that speak the streaming
-// protocol on the client side (fragmenting reports, reassembling batches while checking the
-// chunk layout), plus raw calls to the health and reflection services, whose generated C++
-// stubs Debian does not ship.
+// Test fixture of the server integration tests: a real dots::Server on
+// 127.0.0.1:0 in this process, a real channel to it, the generated stub, and
+// helpers that speak the streaming protocol on the client side through the one
+// payload codec (proto/payload_codec.h: fragmenting reports, reassembling
+// batches while checking the chunk layout), plus raw calls to the health and
+// reflection services, whose generated C++ stubs Debian does not ship.
 #ifndef DOTS_TESTS_SERVER_TEST_SERVER_H_
 #define DOTS_TESTS_SERVER_TEST_SERVER_H_
 
@@ -28,19 +29,22 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "gtest/gtest.h"
+#include "proto/payload_codec.h"
 #include "server/server.h"
 
 namespace dots::testing {
 
 namespace pb = ::dots::v1;
 
-// A small config that plans fast: B = 16, G = 4, mu = 2, K = 4 inline references, history
-// estimator. Needs a pool of at least mu * B + K = 36 questions.
+// A small config that plans fast: B = 16, G = 4, mu = 2, K = 4 inline
+// references, history estimator. Needs a pool of at least mu * B + K = 36
+// questions.
 inline constexpr char kSmallConfig[] =
     R"({"batch_size": 16, "group_size": 4, "steps_per_round": 2, "reference_size": 4,
         "estimator": {"mode": "history"}})";
 
-// `n` questions q0..q{n-1} with `dim`-dimensional embeddings (none for dim 0) and priors.
+// `n` questions q0..q{n-1} with `dim`-dimensional embeddings (none for dim 0)
+// and priors.
 inline std::vector<pb::Question> MakeQuestions(int n, int dim) {
   std::vector<pb::Question> questions;
   for (int i = 0; i < n; ++i) {
@@ -55,42 +59,29 @@ inline std::vector<pb::Question> MakeQuestions(int n, int dim) {
   return questions;
 }
 
-// One replayed group, reassembled from its fragments.
-struct ReceivedGroup {
-  std::string key;
-  int64_t step = 0;
-  int64_t policy_version = 0;
-  std::vector<float> rewards;
-  std::string payload;
-};
-
-// A NextBatch stream, reassembled.
+// A NextBatch stream: the header and items as they travelled, the replay groups
+// reassembled.
 struct ReceivedBatch {
   pb::BatchHeader header;
   std::vector<pb::BatchItem> items;
-  std::vector<ReceivedGroup> replay;
+  std::vector<ReplayGroup> replay;
   int64_t chunks = 0;
   int64_t largest_chunk_bytes = 0;
   std::string protocol_error;  // empty when the chunk layout followed the proto's rules
 };
 
-// One group to report, split into fragments of at most `fragment_bytes` payload bytes.
-struct GroupToReport {
-  std::string key;
-  std::vector<float> rewards;
-  int64_t policy_version = 0;
-  std::string payload;
-};
+// One group to report (key, rewards, policy_version, payload).
+using GroupToReport = RolloutReport;
 
 inline std::chrono::system_clock::time_point DeadlineIn(absl::Duration d) {
   return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(d);
 }
 
-// A new empty directory under the test's temporary directory, for a server's --state_dir.
-// Removed by the returned guard's destructor.
+// A new empty directory under the test's temporary directory, for a server's
+// --state_dir. Removed by the returned guard's destructor.
 class TempDir {
  public:
-  explicit TempDir(const std::string& prefix) {
+  explicit TempDir(const std::string &prefix) {
     std::string pattern = ::testing::TempDir() + prefix + "-XXXXXX";
     if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
     EXPECT_FALSE(path_.empty()) << "mkdtemp failed for " << pattern;
@@ -99,17 +90,18 @@ class TempDir {
     std::error_code ignored;
     if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
   }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
+  TempDir(const TempDir &) = delete;
+  TempDir &operator=(const TempDir &) = delete;
+  const std::string &path() const { return path_; }
 
  private:
   std::string path_;
 };
 
-// GET http://127.0.0.1:port/path (default /metrics) over HTTP/1.0 (the server closes the
-// connection, so the body is everything after the headers). Empty on any socket error.
-inline std::string HttpGet(int port, const std::string& path = "/metrics") {
+// GET http://127.0.0.1:port/path (default /metrics) over HTTP/1.0 (the server
+// closes the connection, so the body is everything after the headers). Empty on
+// any socket error.
+inline std::string HttpGet(int port, const std::string &path = "/metrics") {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return "";
   sockaddr_in addr{};
@@ -117,7 +109,7 @@ inline std::string HttpGet(int port, const std::string& path = "/metrics") {
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+  if (connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) == 0) {
     const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
     if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
       char buffer[65536];
@@ -160,8 +152,8 @@ class ServerTest : public ::testing::Test {
     stub_ = pb::Dots::NewStub(channel_);
   }
 
-  grpc::Status CreateRun(const std::string& run_id, const std::string& config_json,
-                         pb::RunInfo* info = nullptr) {
+  grpc::Status CreateRun(const std::string &run_id, const std::string &config_json,
+                         pb::RunInfo *info = nullptr) {
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(absl::Seconds(10)));
     pb::CreateRunRequest request;
@@ -172,8 +164,8 @@ class ServerTest : public ::testing::Test {
   }
 
   // Uploads `questions`, `per_message` to a message.
-  grpc::Status Upsert(const std::string& run_id, const std::vector<pb::Question>& questions,
-                      pb::UpsertQuestionsResponse* response = nullptr, int per_message = 16) {
+  grpc::Status Upsert(const std::string &run_id, const std::vector<pb::Question> &questions,
+                      pb::UpsertQuestionsResponse *response = nullptr, int per_message = 16) {
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(absl::Seconds(30)));
     pb::UpsertQuestionsResponse ignored;
@@ -193,8 +185,8 @@ class ServerTest : public ::testing::Test {
   }
 
   // A run with kSmallConfig (or `config`) and `n` questions of dimension 8.
-  void CreateRunWithPool(const std::string& run_id, int n = 64,
-                         const std::string& config = kSmallConfig) {
+  void CreateRunWithPool(const std::string &run_id, int n = 64,
+                         const std::string &config = kSmallConfig) {
     ASSERT_TRUE(CreateRun(run_id, config).ok());
     pb::UpsertQuestionsResponse response;
     grpc::Status status = Upsert(run_id, MakeQuestions(n, 8), &response);
@@ -203,8 +195,8 @@ class ServerTest : public ::testing::Test {
     ASSERT_EQ(response.rejected_size(), 0) << response.rejected(0).error();
   }
 
-  grpc::Status NextBatch(const std::string& run_id, int64_t step, int rank, int world_size,
-                         ReceivedBatch* batch, int64_t max_chunk_bytes = 0,
+  grpc::Status NextBatch(const std::string &run_id, int64_t step, int rank, int world_size,
+                         ReceivedBatch *batch, int64_t max_chunk_bytes = 0,
                          absl::Duration timeout = absl::Seconds(20), int64_t policy_version = 0) {
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(timeout));
@@ -218,119 +210,66 @@ class ServerTest : public ::testing::Test {
     auto reader = stub_->NextBatch(&context, request);
     pb::NextBatchChunk chunk;
     *batch = ReceivedBatch();
-    auto fail = [&](const std::string& what) {
-      if (batch->protocol_error.empty()) {
-        batch->protocol_error = absl::StrCat("chunk ", batch->chunks, ": ", what);
-      }
-    };
-    int64_t expected_offset = 0;
-    int64_t payload_size = 0;
+    BatchDecoder decoder;
     while (reader->Read(&chunk)) {
       batch->largest_chunk_bytes =
           std::max<int64_t>(batch->largest_chunk_bytes, chunk.ByteSizeLong());
-      if (batch->chunks == 0 && !chunk.has_header()) fail("the first chunk has no header");
-      if (batch->chunks > 0 && chunk.has_header()) fail("a later chunk has a header");
-      if (batch->chunks == 0) batch->header = chunk.header();
+      if (chunk.has_header()) batch->header = chunk.header();
+      batch->items.insert(batch->items.end(), chunk.items().begin(), chunk.items().end());
+      if (absl::Status s = decoder.Add(chunk); !s.ok() && batch->protocol_error.empty()) {
+        batch->protocol_error = absl::StrCat("chunk ", batch->chunks, ": ", s.message());
+      }
       ++batch->chunks;
-      if (chunk.items_size() > 0 && !batch->replay.empty()) fail("an item after replay data");
-      for (const pb::BatchItem& item : chunk.items()) batch->items.push_back(item);
-      for (const pb::ReplayFragment& f : chunk.replay()) {
-        if (f.offset() == 0) {
-          if (expected_offset != payload_size) fail("a group started before the last ended");
-          if (f.index() != static_cast<int64_t>(batch->replay.size())) fail("wrong group index");
-          ReceivedGroup g;
-          g.key = f.key();
-          g.step = f.step();
-          g.policy_version = f.policy_version();
-          g.rewards.assign(f.rewards().begin(), f.rewards().end());
-          batch->replay.push_back(std::move(g));
-          payload_size = f.payload_size();
-          expected_offset = 0;
-        } else if (batch->replay.empty() || f.offset() != expected_offset ||
-                   f.index() + 1 != static_cast<int64_t>(batch->replay.size()) ||
-                   f.payload_size() != payload_size) {
-          fail(absl::StrCat("fragment at offset ", f.offset(), " of group ", f.index(),
-                            " does not continue the previous one"));
-        }
-        if (!batch->replay.empty()) batch->replay.back().payload += f.data();
-        expected_offset += static_cast<int64_t>(f.data().size());
-      }
     }
-    if (expected_offset != payload_size) fail("the last group is incomplete");
     grpc::Status status = reader->Finish();
-    if (status.ok()) {
-      if (batch->header.item_count() != static_cast<int64_t>(batch->items.size())) {
-        fail("header item_count differs from the items received");
-      }
-      if (batch->header.replay_count() != static_cast<int64_t>(batch->replay.size())) {
-        fail("header replay_count differs from the groups received");
+    if (status.ok() && batch->protocol_error.empty()) {
+      absl::StatusOr<BatchSlice> slice = decoder.Finish();
+      if (slice.ok()) {
+        batch->replay = std::move(slice->replay);
+      } else {
+        batch->protocol_error = std::string(slice.status().message());
       }
     }
     return status;
   }
 
-  // Reports `groups` of `step`, each payload cut into fragments of `fragment_bytes` bytes, as
-  // many fragments per message as fit `message_bytes`.
-  grpc::Status Report(const std::string& run_id, int64_t step,
-                      const std::vector<GroupToReport>& groups,
-                      pb::ReportRolloutsResponse* response = nullptr,
+  // Reports `groups` of `step` through the codec's ReportEncoder: messages of
+  // at most about `message_bytes`, fragments of at most `fragment_bytes`
+  // payload bytes.
+  grpc::Status Report(const std::string &run_id, int64_t step,
+                      const std::vector<GroupToReport> &groups,
+                      pb::ReportRolloutsResponse *response = nullptr,
                       int64_t fragment_bytes = 1 << 20, int64_t message_bytes = 2 << 20,
                       absl::Duration timeout = absl::Seconds(30)) {
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(timeout));
     pb::ReportRolloutsResponse ignored;
     auto writer = stub_->ReportRollouts(&context, response != nullptr ? response : &ignored);
+    ReportEncoder encoder(
+        run_id, step, groups,
+        {.max_message_bytes = message_bytes, .max_fragment_bytes = fragment_bytes});
     pb::ReportRolloutsRequest request;
-    request.set_run_id(run_id);
-    request.set_step(step);
-    bool first_sent = false;
-    auto flush = [&] {
-      if (!writer->Write(request)) return false;
-      first_sent = true;
-      request.Clear();
-      return true;
-    };
-    bool ok = true;
-    for (const GroupToReport& g : groups) {
-      int64_t offset = 0;
-      do {
-        pb::RolloutFragment* f = request.add_groups();
-        const int64_t n =
-            std::min<int64_t>(fragment_bytes, static_cast<int64_t>(g.payload.size()) - offset);
-        if (offset == 0) {
-          f->set_key(g.key);
-          f->mutable_rewards()->Assign(g.rewards.begin(), g.rewards.end());
-          f->set_policy_version(g.policy_version);
-        }
-        f->set_payload_size(static_cast<int64_t>(g.payload.size()));
-        f->set_offset(offset);
-        f->set_data(g.payload.substr(static_cast<size_t>(offset), static_cast<size_t>(n)));
-        offset += n;
-        if (static_cast<int64_t>(request.ByteSizeLong()) + fragment_bytes > message_bytes) {
-          ok = flush();
-          if (!ok) break;
-        }
-      } while (offset < static_cast<int64_t>(g.payload.size()));
-      if (!ok) break;
+    while (encoder.Next(&request) && writer->Write(request)) {
     }
-    if (ok && (request.groups_size() > 0 || !first_sent)) flush();
     writer->WritesDone();
     return writer->Finish();
   }
 
-  // Rewards for a group: a fixed mix of 0s and 1s so it is informative (kept for replay).
+  // Rewards for a group: a fixed mix of 0s and 1s so it is informative (kept
+  // for replay).
   static std::vector<float> MixedRewards(int group_size = 4) {
     std::vector<float> r(static_cast<size_t>(group_size), 0.0f);
     r[0] = 1.0f;
     return r;
   }
 
-  // Reports every item of `batch` (step `step`) with mixed rewards and `payload_bytes` each.
-  grpc::Status ReportItems(const std::string& run_id, int64_t step, const ReceivedBatch& batch,
+  // Reports every item of `batch` (step `step`) with mixed rewards and
+  // `payload_bytes` each.
+  grpc::Status ReportItems(const std::string &run_id, int64_t step, const ReceivedBatch &batch,
                            int64_t payload_bytes = 16,
-                           pb::ReportRolloutsResponse* response = nullptr) {
+                           pb::ReportRolloutsResponse *response = nullptr) {
     std::vector<GroupToReport> groups;
-    for (const pb::BatchItem& item : batch.items) {
+    for (const pb::BatchItem &item : batch.items) {
       groups.push_back(
           {item.key(), MixedRewards(), step,
            std::string(static_cast<size_t>(payload_bytes), static_cast<char>('a' + step % 26))});
@@ -338,9 +277,10 @@ class ServerTest : public ::testing::Test {
     return Report(run_id, step, groups, response);
   }
 
-  // grpc.health.v1.Health/Check for `service`; returns the ServingStatus enum value (1 =
-  // SERVING, 2 = NOT_SERVING) or -1 with the call's status in *status.
-  int HealthCheck(const std::string& service, grpc::Status* status = nullptr) {
+  // grpc.health.v1.Health/Check for `service`; returns the ServingStatus enum
+  // value (1 = SERVING, 2 = NOT_SERVING) or -1 with the call's status in
+  // *status.
+  int HealthCheck(const std::string &service, grpc::Status *status = nullptr) {
     std::string request;
     if (!service.empty()) {
       request.push_back(0x0A);  // field 1, length-delimited
@@ -356,56 +296,58 @@ class ServerTest : public ::testing::Test {
     return response.empty() ? 0 : -2;
   }
 
-  // The service names listed by grpc.reflection.v1alpha.ServerReflection (a bidi stream: one
-  // list_services request, one response).
-  std::vector<std::string> ReflectionServices(grpc::Status* status) {
+  // The service names listed by grpc.reflection.v1alpha.ServerReflection (a
+  // bidi stream: one list_services request, one response).
+  std::vector<std::string> ReflectionServices(grpc::Status *status) {
     grpc::GenericStub generic(channel_);
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(absl::Seconds(5)));
     grpc::CompletionQueue cq;
-    void* tag;
+    void *tag;
     bool ok = false;
     auto step = [&] { return cq.Next(&tag, &ok) && ok; };
     auto call = generic.PrepareCall(
         &context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
-    call->StartCall(reinterpret_cast<void*>(1));
+    call->StartCall(reinterpret_cast<void *>(1));
     std::vector<std::string> names;
     grpc::ByteBuffer receive;
     if (step()) {
       const std::string request("\x3a\x00", 2);  // list_services = 7: ""
       grpc::Slice slice(request);
       grpc::ByteBuffer send(&slice, 1);
-      call->Write(send, reinterpret_cast<void*>(2));
+      call->Write(send, reinterpret_cast<void *>(2));
       if (step()) {
-        call->Read(&receive, reinterpret_cast<void*>(3));
+        call->Read(&receive, reinterpret_cast<void *>(3));
         if (step()) {
           std::vector<grpc::Slice> slices;
           (void)receive.Dump(&slices);
           std::string bytes;
-          for (const grpc::Slice& s : slices) {
-            bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+          for (const grpc::Slice &s : slices) {
+            bytes.append(reinterpret_cast<const char *>(s.begin()), s.size());
           }
-          // ServerReflectionResponse.list_services_response (6) -> service (1) -> name (1).
-          for (const std::string& list : WireStrings(bytes, 6)) {
-            for (const std::string& service : WireStrings(list, 1)) {
-              for (const std::string& name : WireStrings(service, 1)) names.push_back(name);
+          // ServerReflectionResponse.list_services_response (6) -> service (1)
+          // -> name (1).
+          for (const std::string &list : WireStrings(bytes, 6)) {
+            for (const std::string &service : WireStrings(list, 1)) {
+              for (const std::string &name : WireStrings(service, 1)) names.push_back(name);
             }
           }
         }
       }
     }
-    call->WritesDone(reinterpret_cast<void*>(4));
+    call->WritesDone(reinterpret_cast<void *>(4));
     step();
-    call->Finish(status, reinterpret_cast<void*>(5));
+    call->Finish(status, reinterpret_cast<void *>(5));
     step();
     return names;
   }
 
-  // The length-delimited fields number `field` of a serialized protobuf message.
-  static std::vector<std::string> WireStrings(const std::string& bytes, int field) {
+  // The length-delimited fields number `field` of a serialized protobuf
+  // message.
+  static std::vector<std::string> WireStrings(const std::string &bytes, int field) {
     std::vector<std::string> out;
     size_t i = 0;
-    auto varint = [&](uint64_t* v) {
+    auto varint = [&](uint64_t *v) {
       *v = 0;
       for (int shift = 0; i < bytes.size() && shift < 64; shift += 7) {
         const uint8_t b = static_cast<uint8_t>(bytes[i++]);
@@ -435,8 +377,8 @@ class ServerTest : public ::testing::Test {
     return out;
   }
 
-  grpc::Status RawUnary(const std::string& method, const std::string& request,
-                        std::string* response) {
+  grpc::Status RawUnary(const std::string &method, const std::string &request,
+                        std::string *response) {
     grpc::GenericStub generic(channel_);
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(absl::Seconds(5)));
@@ -446,16 +388,16 @@ class ServerTest : public ::testing::Test {
     auto call = generic.PrepareUnaryCall(&context, method, send, &cq);
     call->StartCall();
     grpc::Status status;
-    call->Finish(&receive, &status, reinterpret_cast<void*>(1));
-    void* tag;
+    call->Finish(&receive, &status, reinterpret_cast<void *>(1));
+    void *tag;
     bool ok;
     cq.Next(&tag, &ok);
     if (status.ok()) {
       std::vector<grpc::Slice> slices;
       (void)receive.Dump(&slices);
       response->clear();
-      for (const grpc::Slice& s : slices) {
-        response->append(reinterpret_cast<const char*>(s.begin()), s.size());
+      for (const grpc::Slice &s : slices) {
+        response->append(reinterpret_cast<const char *>(s.begin()), s.size());
       }
     }
     return status;
