@@ -79,12 +79,14 @@ void DotsService::CallEnded() {
 }
 
 void DotsService::StreamStarted() {
+  if (options_.metrics != nullptr) options_.metrics->AddStreamsOpen(1);
   std::lock_guard<std::mutex> lock(calls_mu_);
   ++calls_in_flight_;
   ++streams_open_;
 }
 
 void DotsService::StreamEnded() {
+  if (options_.metrics != nullptr) options_.metrics->AddStreamsOpen(-1);
   std::lock_guard<std::mutex> lock(calls_mu_);
   --streams_open_;
   last_call_ended_ = absl::Now();

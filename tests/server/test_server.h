@@ -1,16 +1,12 @@
-// Test fixture of the server integration tests: a real dots::Server on
-// 127.0.0.1:0 in this process, a real channel to it, the generated stub, and
-// helpers that speak the streaming protocol on the client side through the one
-// payload codec (proto/payload_codec.h: fragmenting reports, reassembling
-// batches while checking the chunk layout), plus raw calls to the health and
-// reflection services, whose generated C++ stubs Debian does not ship.
+// Test fixture of the server integration tests: a real dots::Server on 127.0.0.1:0 in this
+// process, a real channel to it, the generated stub, and helpers that speak the streaming
+// protocol on the client side through the one payload codec (proto/payload_codec.h: fragmenting
+// reports, reassembling batches while checking the chunk layout), plus raw calls to the health
+// and reflection services, whose generated C++ stubs Debian does not ship.
 #ifndef DOTS_TESTS_SERVER_TEST_SERVER_H_
 #define DOTS_TESTS_SERVER_TEST_SERVER_H_
 
-#include <netinet/in.h>
 #include <stdlib.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -29,38 +25,23 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "gtest/gtest.h"
+#include "proto/convert.h"
 #include "proto/payload_codec.h"
 #include "server/server.h"
+#include "tests/server/observe.h"
+#include "tests/server/wire_questions.h"
 
 namespace dots::testing {
 
 namespace pb = ::dots::v1;
 
-// A small config that plans fast: B = 16, G = 4, mu = 2, K = 4 inline
-// references, history estimator. Needs a pool of at least mu * B + K = 36
-// questions.
+// A small config that plans fast: B = 16, G = 4, mu = 2, K = 4 inline references, history
+// estimator. Needs a pool of at least mu * B + K = 36 questions.
 inline constexpr char kSmallConfig[] =
     R"({"batch_size": 16, "group_size": 4, "steps_per_round": 2, "reference_size": 4,
         "estimator": {"mode": "history"}})";
 
-// `n` questions q0..q{n-1} with `dim`-dimensional embeddings (none for dim 0)
-// and priors.
-inline std::vector<pb::Question> MakeQuestions(int n, int dim) {
-  std::vector<pb::Question> questions;
-  for (int i = 0; i < n; ++i) {
-    pb::Question q;
-    q.set_key(absl::StrCat("q", i));
-    q.set_prompt(absl::StrCat("What is ", i, " + ", i, "?"));
-    q.set_metadata_json(absl::StrCat("{\"answer\": ", 2 * i, "}"));
-    if (i % 3 != 0) q.set_prior(0.1 + 0.8 * (i % 7) / 7.0);
-    for (int d = 0; d < dim; ++d) q.add_embedding(static_cast<float>((i * 31 + d * 17) % 13) - 6);
-    questions.push_back(std::move(q));
-  }
-  return questions;
-}
-
-// A NextBatch stream: the header and items as they travelled, the replay groups
-// reassembled.
+// A NextBatch stream: the header and items as they travelled, the replay groups reassembled.
 struct ReceivedBatch {
   pb::BatchHeader header;
   std::vector<pb::BatchItem> items;
@@ -77,11 +58,11 @@ inline std::chrono::system_clock::time_point DeadlineIn(absl::Duration d) {
   return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(d);
 }
 
-// A new empty directory under the test's temporary directory, for a server's
-// --state_dir. Removed by the returned guard's destructor.
+// A new empty directory under the test's temporary directory, for a server's --state_dir.
+// Removed by the returned guard's destructor.
 class TempDir {
  public:
-  explicit TempDir(const std::string &prefix) {
+  explicit TempDir(const std::string& prefix) {
     std::string pattern = ::testing::TempDir() + prefix + "-XXXXXX";
     if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
     EXPECT_FALSE(path_.empty()) << "mkdtemp failed for " << pattern;
@@ -90,36 +71,13 @@ class TempDir {
     std::error_code ignored;
     if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
   }
-  TempDir(const TempDir &) = delete;
-  TempDir &operator=(const TempDir &) = delete;
-  const std::string &path() const { return path_; }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
 
  private:
   std::string path_;
 };
-
-// GET http://127.0.0.1:port/path (default /metrics) over HTTP/1.0 (the server
-// closes the connection, so the body is everything after the headers). Empty on
-// any socket error.
-inline std::string HttpGet(int port, const std::string &path = "/metrics") {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buffer[65536];
-      ssize_t n;
-      while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
-    }
-  }
-  close(fd);
-  return response;
-}
 
 // Starts a server on 127.0.0.1:0; fails the test if it cannot.
 inline std::unique_ptr<Server> StartTestServer(Server::Options options = Server::Options()) {
@@ -152,8 +110,8 @@ class ServerTest : public ::testing::Test {
     stub_ = pb::Dots::NewStub(channel_);
   }
 
-  grpc::Status CreateRun(const std::string &run_id, const std::string &config_json,
-                         pb::RunInfo *info = nullptr) {
+  grpc::Status CreateRun(const std::string& run_id, const std::string& config_json,
+                         pb::RunInfo* info = nullptr) {
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(absl::Seconds(10)));
     pb::CreateRunRequest request;
@@ -164,8 +122,8 @@ class ServerTest : public ::testing::Test {
   }
 
   // Uploads `questions`, `per_message` to a message.
-  grpc::Status Upsert(const std::string &run_id, const std::vector<pb::Question> &questions,
-                      pb::UpsertQuestionsResponse *response = nullptr, int per_message = 16) {
+  grpc::Status Upsert(const std::string& run_id, const std::vector<pb::Question>& questions,
+                      pb::UpsertQuestionsResponse* response = nullptr, int per_message = 16) {
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(absl::Seconds(30)));
     pb::UpsertQuestionsResponse ignored;
@@ -185,18 +143,18 @@ class ServerTest : public ::testing::Test {
   }
 
   // A run with kSmallConfig (or `config`) and `n` questions of dimension 8.
-  void CreateRunWithPool(const std::string &run_id, int n = 64,
-                         const std::string &config = kSmallConfig) {
+  void CreateRunWithPool(const std::string& run_id, int n = 64,
+                         const std::string& config = kSmallConfig) {
     ASSERT_TRUE(CreateRun(run_id, config).ok());
     pb::UpsertQuestionsResponse response;
-    grpc::Status status = Upsert(run_id, MakeQuestions(n, 8), &response);
+    grpc::Status status = Upsert(run_id, WireQuestions(n, 8), &response);
     ASSERT_TRUE(status.ok()) << status.error_message();
     ASSERT_EQ(response.added(), n);
     ASSERT_EQ(response.rejected_size(), 0) << response.rejected(0).error();
   }
 
-  grpc::Status NextBatch(const std::string &run_id, int64_t step, int rank, int world_size,
-                         ReceivedBatch *batch, int64_t max_chunk_bytes = 0,
+  grpc::Status NextBatch(const std::string& run_id, int64_t step, int rank, int world_size,
+                         ReceivedBatch* batch, int64_t max_chunk_bytes = 0,
                          absl::Duration timeout = absl::Seconds(20), int64_t policy_version = 0) {
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(timeout));
@@ -233,12 +191,11 @@ class ServerTest : public ::testing::Test {
     return status;
   }
 
-  // Reports `groups` of `step` through the codec's ReportEncoder: messages of
-  // at most about `message_bytes`, fragments of at most `fragment_bytes`
-  // payload bytes.
-  grpc::Status Report(const std::string &run_id, int64_t step,
-                      const std::vector<GroupToReport> &groups,
-                      pb::ReportRolloutsResponse *response = nullptr,
+  // Reports `groups` of `step` through the codec's ReportEncoder: messages of at most about
+  // `message_bytes`, fragments of at most `fragment_bytes` payload bytes.
+  grpc::Status Report(const std::string& run_id, int64_t step,
+                      const std::vector<GroupToReport>& groups,
+                      pb::ReportRolloutsResponse* response = nullptr,
                       int64_t fragment_bytes = 1 << 20, int64_t message_bytes = 2 << 20,
                       absl::Duration timeout = absl::Seconds(30)) {
     grpc::ClientContext context;
@@ -255,21 +212,19 @@ class ServerTest : public ::testing::Test {
     return writer->Finish();
   }
 
-  // Rewards for a group: a fixed mix of 0s and 1s so it is informative (kept
-  // for replay).
+  // Rewards for a group: a fixed mix of 0s and 1s so it is informative (kept for replay).
   static std::vector<float> MixedRewards(int group_size = 4) {
     std::vector<float> r(static_cast<size_t>(group_size), 0.0f);
     r[0] = 1.0f;
     return r;
   }
 
-  // Reports every item of `batch` (step `step`) with mixed rewards and
-  // `payload_bytes` each.
-  grpc::Status ReportItems(const std::string &run_id, int64_t step, const ReceivedBatch &batch,
+  // Reports every item of `batch` (step `step`) with mixed rewards and `payload_bytes` each.
+  grpc::Status ReportItems(const std::string& run_id, int64_t step, const ReceivedBatch& batch,
                            int64_t payload_bytes = 16,
-                           pb::ReportRolloutsResponse *response = nullptr) {
+                           pb::ReportRolloutsResponse* response = nullptr) {
     std::vector<GroupToReport> groups;
-    for (const pb::BatchItem &item : batch.items) {
+    for (const pb::BatchItem& item : batch.items) {
       groups.push_back(
           {item.key(), MixedRewards(), step,
            std::string(static_cast<size_t>(payload_bytes), static_cast<char>('a' + step % 26))});
@@ -277,10 +232,9 @@ class ServerTest : public ::testing::Test {
     return Report(run_id, step, groups, response);
   }
 
-  // grpc.health.v1.Health/Check for `service`; returns the ServingStatus enum
-  // value (1 = SERVING, 2 = NOT_SERVING) or -1 with the call's status in
-  // *status.
-  int HealthCheck(const std::string &service, grpc::Status *status = nullptr) {
+  // grpc.health.v1.Health/Check for `service`; returns the ServingStatus enum value (1 =
+  // SERVING, 2 = NOT_SERVING) or -1 with the call's status in *status.
+  int HealthCheck(const std::string& service, grpc::Status* status = nullptr) {
     std::string request;
     if (!service.empty()) {
       request.push_back(0x0A);  // field 1, length-delimited
@@ -296,58 +250,56 @@ class ServerTest : public ::testing::Test {
     return response.empty() ? 0 : -2;
   }
 
-  // The service names listed by grpc.reflection.v1alpha.ServerReflection (a
-  // bidi stream: one list_services request, one response).
-  std::vector<std::string> ReflectionServices(grpc::Status *status) {
+  // The service names listed by grpc.reflection.v1alpha.ServerReflection (a bidi stream: one
+  // list_services request, one response).
+  std::vector<std::string> ReflectionServices(grpc::Status* status) {
     grpc::GenericStub generic(channel_);
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(absl::Seconds(5)));
     grpc::CompletionQueue cq;
-    void *tag;
+    void* tag;
     bool ok = false;
     auto step = [&] { return cq.Next(&tag, &ok) && ok; };
     auto call = generic.PrepareCall(
         &context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
-    call->StartCall(reinterpret_cast<void *>(1));
+    call->StartCall(reinterpret_cast<void*>(1));
     std::vector<std::string> names;
     grpc::ByteBuffer receive;
     if (step()) {
       const std::string request("\x3a\x00", 2);  // list_services = 7: ""
       grpc::Slice slice(request);
       grpc::ByteBuffer send(&slice, 1);
-      call->Write(send, reinterpret_cast<void *>(2));
+      call->Write(send, reinterpret_cast<void*>(2));
       if (step()) {
-        call->Read(&receive, reinterpret_cast<void *>(3));
+        call->Read(&receive, reinterpret_cast<void*>(3));
         if (step()) {
           std::vector<grpc::Slice> slices;
           (void)receive.Dump(&slices);
           std::string bytes;
-          for (const grpc::Slice &s : slices) {
-            bytes.append(reinterpret_cast<const char *>(s.begin()), s.size());
+          for (const grpc::Slice& s : slices) {
+            bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
           }
-          // ServerReflectionResponse.list_services_response (6) -> service (1)
-          // -> name (1).
-          for (const std::string &list : WireStrings(bytes, 6)) {
-            for (const std::string &service : WireStrings(list, 1)) {
-              for (const std::string &name : WireStrings(service, 1)) names.push_back(name);
+          // ServerReflectionResponse.list_services_response (6) -> service (1) -> name (1).
+          for (const std::string& list : WireStrings(bytes, 6)) {
+            for (const std::string& service : WireStrings(list, 1)) {
+              for (const std::string& name : WireStrings(service, 1)) names.push_back(name);
             }
           }
         }
       }
     }
-    call->WritesDone(reinterpret_cast<void *>(4));
+    call->WritesDone(reinterpret_cast<void*>(4));
     step();
-    call->Finish(status, reinterpret_cast<void *>(5));
+    call->Finish(status, reinterpret_cast<void*>(5));
     step();
     return names;
   }
 
-  // The length-delimited fields number `field` of a serialized protobuf
-  // message.
-  static std::vector<std::string> WireStrings(const std::string &bytes, int field) {
+  // The length-delimited fields number `field` of a serialized protobuf message.
+  static std::vector<std::string> WireStrings(const std::string& bytes, int field) {
     std::vector<std::string> out;
     size_t i = 0;
-    auto varint = [&](uint64_t *v) {
+    auto varint = [&](uint64_t* v) {
       *v = 0;
       for (int shift = 0; i < bytes.size() && shift < 64; shift += 7) {
         const uint8_t b = static_cast<uint8_t>(bytes[i++]);
@@ -377,8 +329,8 @@ class ServerTest : public ::testing::Test {
     return out;
   }
 
-  grpc::Status RawUnary(const std::string &method, const std::string &request,
-                        std::string *response) {
+  grpc::Status RawUnary(const std::string& method, const std::string& request,
+                        std::string* response) {
     grpc::GenericStub generic(channel_);
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(absl::Seconds(5)));
@@ -388,16 +340,16 @@ class ServerTest : public ::testing::Test {
     auto call = generic.PrepareUnaryCall(&context, method, send, &cq);
     call->StartCall();
     grpc::Status status;
-    call->Finish(&receive, &status, reinterpret_cast<void *>(1));
-    void *tag;
+    call->Finish(&receive, &status, reinterpret_cast<void*>(1));
+    void* tag;
     bool ok;
     cq.Next(&tag, &ok);
     if (status.ok()) {
       std::vector<grpc::Slice> slices;
       (void)receive.Dump(&slices);
       response->clear();
-      for (const grpc::Slice &s : slices) {
-        response->append(reinterpret_cast<const char *>(s.begin()), s.size());
+      for (const grpc::Slice& s : slices) {
+        response->append(reinterpret_cast<const char*>(s.begin()), s.size());
       }
     }
     return status;
