@@ -171,8 +171,10 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(Options options) {
   const int initial_ms = static_cast<int>(absl::ToInt64Milliseconds(options.initial_backoff));
   const int max_ms =
       static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(options.max_backoff), 1 << 30));
+  // (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is not a backoff but the shortest time a connection
+  // attempt is given, 20 s by default: set to our backoff, a handshake slower than ~100 ms, on
+  // a loaded machine or a long link, would never complete.)
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::max(initial_ms, 1));
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, std::max(initial_ms, 1));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, std::max(max_ms, 1));
   if (options.max_chunk_bytes > 3 * kMiB) {
     // Room for the chunk plus the message framing around its payload.
