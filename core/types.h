@@ -151,6 +151,25 @@ struct UpsertResult {
   std::vector<RejectedQuestion> rejected;  // only with reject_individually
 };
 
+// A run as the server describes it (RunInfo in the proto).
+struct RunInfo {
+  std::string run_id;
+  std::string config_json;  // canonical config: every key with its effective value
+  int64_t pool_size = 0;
+  int64_t created_unix_seconds = 0;
+  // The run's bearer token: only from CreateRun and ImportRun on a server with access control
+  // on (dots-server --admin_token_file), and never again. Empty otherwise.
+  std::string token{};
+};
+
+// Progress of a server-side pool import; the last message has done = true.
+struct ImportProgress {
+  int64_t questions_read = 0;
+  int64_t added = 0;
+  int64_t updated = 0;
+  bool done = false;
+};
+
 }  // namespace dots
 
 #endif  // DOTS_CORE_TYPES_H_

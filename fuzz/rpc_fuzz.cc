@@ -65,6 +65,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "server/server.h"
+#include "tests/server/wire_questions.h"
 
 namespace {
 
@@ -110,20 +111,6 @@ std::string StatusText(const grpc::Status& s) {
   return absl::StrCat("code ", s.error_code(), ": ", s.error_message());
 }
 
-std::vector<pb::Question> MakeQuestions() {
-  std::vector<pb::Question> questions;
-  for (int i = 0; i < kPoolSize; ++i) {
-    pb::Question q;
-    q.set_key(absl::StrCat("q", i));
-    q.set_prompt(absl::StrCat("What is ", i, " + ", i, "?"));
-    q.set_metadata_json(absl::StrCat("{\"answer\": ", 2 * i, "}"));
-    if (i % 3 != 0) q.set_prior(0.1 + 0.8 * (i % 7) / 7.0);
-    for (int d = 0; d < kDim; ++d) q.add_embedding(static_cast<float>((i * 31 + d * 17) % 13) - 6);
-    questions.push_back(std::move(q));
-  }
-  return questions;
-}
-
 void WriteFile(const std::string& path, std::string_view bytes) {
   std::FILE* f = std::fopen(path.c_str(), "wb");
   FUZZ_CHECK(f != nullptr, "cannot create " + path);
@@ -156,7 +143,7 @@ std::string NpyImage(int rows, int cols) {
 // (a duplicate key), empty.jsonl.
 void WriteImportFiles(const std::string& dir) {
   std::string plain, inline_embedded;
-  for (const pb::Question& q : MakeQuestions()) {
+  for (const pb::Question& q : dots::testing::WireQuestions(kPoolSize, kDim)) {
     std::string line = absl::StrCat("{\"key\": \"", q.key(), "\", \"prompt\": \"", q.prompt(),
                                     "\", \"metadata\": ", q.metadata_json());
     if (q.has_prior()) absl::StrAppend(&line, ", \"prior\": ", q.prior());
@@ -206,7 +193,7 @@ class Harness {
     scratch_ = pattern;
     WriteImportFiles(scratch_);
     StartServer();
-    questions_ = MakeQuestions();
+    questions_ = dots::testing::WireQuestions(kPoolSize, kDim);
     // Inputs whose string fields are not UTF-8 fail to parse and are skipped; protobuf would log
     // every one of them.
     google::protobuf::SetLogHandler(nullptr);

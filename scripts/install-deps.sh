@@ -13,6 +13,8 @@ PACKAGES=(
   libeigen3-dev libfaiss-dev libopenblas-dev libopenblas-openmp-dev
   # Service support; libssl-dev: SHA-256 and the CSPRNG of bearer tokens (OpenSSL::Crypto).
   prometheus-cpp-dev librocksdb-dev libssl-dev
+  # Command lines of dotsctl and dots-bench (header only).
+  libcli11-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev libbenchmark-dev
   # Python reference tests and clients use /usr/bin/python3 with Debian's packages.

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -91,6 +92,7 @@ struct ProcessSample {
   double resident_bytes = 0;
   double open_fds = 0;
   double start_time_seconds = 0;
+  double heap_in_use_bytes = 0;
 };
 
 std::string ReadFile(const char* path) {
@@ -145,6 +147,10 @@ ProcessSample SampleProcess() {
   }
   sample.resident_bytes = field(24) * page;  // rss, in pages
   sample.open_fds = CountOpenFds();
+  // glibc's count of what is allocated and not freed: chunks in the arenas plus mmap'd blocks.
+  // Unlike the resident size it does not include memory freed but kept by the allocator.
+  const struct mallinfo2 heap = mallinfo2();
+  sample.heap_in_use_bytes = static_cast<double>(heap.uordblks + heap.hblkhd);
   return sample;
 }
 
@@ -249,6 +255,11 @@ class Metrics::Collector final : public prometheus::Collectable {
     families.push_back(ProcessFamily("process_resident_memory_bytes",
                                      "Resident memory size, in bytes.", MetricType::Gauge,
                                      p.resident_bytes));
+    families.push_back(ProcessFamily(
+        "dots_heap_in_use_bytes",
+        "Heap bytes allocated and not yet freed (glibc mallinfo2: uordblks + hblkhd); unlike the "
+        "resident size, excludes memory the allocator keeps after a free.",
+        MetricType::Gauge, p.heap_in_use_bytes));
     families.push_back(ProcessFamily("process_open_fds", "Number of open file descriptors.",
                                      MetricType::Gauge, p.open_fds));
     families.push_back(ProcessFamily("process_start_time_seconds",
@@ -335,7 +346,14 @@ Metrics::Metrics()
       replay_age_(prometheus::BuildHistogram()
                       .Name("dots_replay_age_steps")
                       .Help("Age in training steps of replayed groups when handed out.")
-                      .Register(*registry_)) {
+                      .Register(*registry_)),
+      streams_open_(prometheus::BuildGauge()
+                        .Name("dots_streams_open")
+                        .Help("Streaming calls open now (NextBatch, ReportRollouts, "
+                              "UpsertQuestions, ImportPool, ExportRun, ImportRun); more than "
+                              "--max_concurrent_streams are refused.")
+                        .Register(*registry_)
+                        .Add({})) {
   prometheus::BuildGauge()
       .Name("dots_build_info")
       .Help("Build information of the dots server; the value is always 1.")

@@ -5,6 +5,7 @@
 // checks that a scrape names exactly those metrics, and the deploy tests check that every PromQL
 // expression in deploy/ names only them):
 //   per RPC method     dots_grpc_requests_total{method,code}, dots_grpc_request_duration_seconds
+//   server             dots_streams_open (streaming calls now; --max_concurrent_streams)
 //   per run (label     gauges   dots_effective_question_ratio, dots_pool_questions,
 //   `run`, the only             dots_replay_groups, dots_replay_bytes, dots_leases_outstanding,
 //   per-run label)              dots_run_step, dots_policy_version,
@@ -15,7 +16,8 @@
 //                               dots_replay_age_steps
 //   process            process_cpu_seconds_total, process_resident_memory_bytes,
 //                      process_open_fds, process_start_time_seconds (procfs, read per scrape),
-//                      dots_build_info{version} 1
+//                      dots_heap_in_use_bytes (glibc mallinfo2 per scrape: O(arenas), takes
+//                      each malloc arena's lock briefly), dots_build_info{version} 1
 //   the Exposer's own  exposer_scrapes_total, exposer_transferred_bytes_total,
 //                      exposer_request_latencies
 //
@@ -98,6 +100,10 @@ class Metrics {
   void RecordRpc(std::string_view method, std::string_view code_name, double seconds)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Streaming calls open now (dots_streams_open): +1 when one starts, -1 when it ends.
+  // O(1), lock-free.
+  void AddStreamsOpen(int delta) { streams_open_.Increment(delta); }
+
   // Sets the run's gauges from `stats`, advances its counters by the increase since the last
   // snapshot of this run (a count that went down, which a run never does, only rebases), and,
   // when stats.rounds_planned advanced, observes stats.last_planning_seconds once in
@@ -178,6 +184,7 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>& planning_seconds_;
   prometheus::Family<prometheus::Histogram>& prediction_error_;
   prometheus::Family<prometheus::Histogram>& replay_age_;
+  prometheus::Gauge& streams_open_;
 
   // source_mu_ is held while the RunSource runs; lock order: source_mu_ before mu_.
   std::mutex source_mu_;

@@ -12,7 +12,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
-#include "server/batch_stream.h"
+#include "proto/payload_codec.h"
 
 namespace dots {
 

@@ -13,7 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "core/run/run_config.h"
 #include "core/util/status_macros.h"
-#include "server/batch_stream.h"
+#include "proto/convert.h"
+#include "proto/payload_codec.h"
 #include "server/grpc_status.h"
 #include "server/service_internal.h"
 
@@ -21,10 +22,9 @@ namespace dots {
 
 void service_internal::FillRunInfo(const std::string& id, const RunEntry& entry,
                                    v1::RunInfo* info) {
-  info->set_run_id(id);
-  info->set_config_json(RunConfigToJson(entry.run->config()));
-  info->set_pool_size(entry.run->Stats().pool_size);
-  info->set_created_unix_seconds(absl::ToUnixSeconds(entry.created));
+  ToProto(RunInfo{id, RunConfigToJson(entry.run->config()), entry.run->Stats().pool_size,
+                  absl::ToUnixSeconds(entry.created)},
+          info);
 }
 
 namespace {
@@ -38,27 +38,6 @@ using service_internal::ValidateRunIdField;
 
 constexpr int32_t kDefaultPageSize = 1000;
 constexpr int32_t kMaxPageSize = 10000;
-
-void FillRunStats(const RunStats& s, v1::RunStats* out) {
-  out->set_step(s.step);
-  out->set_round(s.round);
-  out->set_pool_size(s.pool_size);
-  out->set_reported_groups(s.reported_groups);
-  out->set_effective_ratio_last_step(s.effective_ratio_last_step);
-  out->set_replay_groups(s.replay_groups);
-  out->set_replay_bytes(s.replay_bytes);
-  out->set_leases_outstanding(s.leases_outstanding);
-  out->set_leases_expired(s.leases_expired);
-  out->set_duplicate_reports(s.duplicate_reports);
-  out->set_rejected_reports(s.rejected_reports);
-  out->set_effective_groups(s.effective_groups);
-  out->set_solve_all_groups(s.solve_all_groups);
-  out->set_solve_none_groups(s.solve_none_groups);
-  out->set_replayed_groups(s.replayed_groups);
-  out->set_rounds_planned(s.rounds_planned);
-  out->set_last_planning_seconds(s.last_planning_seconds);
-  out->set_policy_version(s.policy_version);
-}
 
 // The call's deadline, capped at now + max_wait; *capped tells whether the cap applied.
 absl::Time WaitDeadline(const grpc::CallbackServerContext& context, absl::Duration max_wait,
@@ -100,12 +79,14 @@ void DotsService::CallEnded() {
 }
 
 void DotsService::StreamStarted() {
+  if (options_.metrics != nullptr) options_.metrics->AddStreamsOpen(1);
   std::lock_guard<std::mutex> lock(calls_mu_);
   ++calls_in_flight_;
   ++streams_open_;
 }
 
 void DotsService::StreamEnded() {
+  if (options_.metrics != nullptr) options_.metrics->AddStreamsOpen(-1);
   std::lock_guard<std::mutex> lock(calls_mu_);
   --streams_open_;
   last_call_ended_ = absl::Now();
@@ -308,12 +289,7 @@ grpc::ServerUnaryReactor* DotsService::GetEstimates(grpc::CallbackServerContext*
     }
     const int64_t end = keys.empty() ? std::min(total, begin + page_size) : total;
     for (int64_t i = begin; i < end; ++i) {
-      QuestionEstimate& e = estimates[static_cast<size_t>(i)];
-      v1::QuestionEstimate* out = response->add_estimates();
-      out->set_key(std::move(e.key));
-      out->set_p_hat(e.p_hat);
-      out->set_observations(e.observations);
-      out->set_last_policy_version(e.last_policy_version);
+      ToProto(estimates[static_cast<size_t>(i)], response->add_estimates());
     }
     if (end < total) response->set_next_page_token(std::to_string(end));
     return absl::OkStatus();
@@ -326,7 +302,7 @@ grpc::ServerUnaryReactor* DotsService::GetRunStats(grpc::CallbackServerContext* 
   return RunUnary(context, [this, context, request, response]() -> absl::Status {
     DOTS_RETURN_IF_ERROR(AuthorizeRun(*context, request->run_id()));
     DOTS_ASSIGN_OR_RETURN(RunEntry entry, LookUpRun(*registry_, request->run_id()));
-    FillRunStats(entry.run->Stats(), response);
+    ToProto(entry.run->Stats(), response);
     return absl::OkStatus();
   });
 }
@@ -442,8 +418,8 @@ class DotsService::NextBatchReactor final : public grpc::ServerWriteReactor<v1::
         metrics->ObserveReplayAge(run_id_, slice->step - group.step);
       }
     }
-    absl::StatusOr<BatchChunker> chunker =
-        BatchChunker::Create(std::move(*slice), chunk_bytes_, service_->options_.max_message_bytes);
+    absl::StatusOr<BatchEncoder> chunker =
+        BatchEncoder::Create(std::move(*slice), chunk_bytes_, service_->options_.max_message_bytes);
     if (!chunker.ok()) {
       Finish(ToGrpcStatus(chunker.status()));
       return;
@@ -471,7 +447,7 @@ class DotsService::NextBatchReactor final : public grpc::ServerWriteReactor<v1::
   absl::Time deadline_;
   bool deadline_capped_ = false;
   std::atomic<bool> cancelled_{false};
-  std::optional<BatchChunker> chunker_;
+  std::optional<BatchEncoder> chunker_;
   v1::NextBatchChunk chunk_;
 };
 
@@ -490,8 +466,8 @@ class DotsService::ReportRolloutsReactor final
       : ClientStreamReactor(context, service->calls_, response,
                             [service] { service->StreamEnded(); }),
         service_(service),
-        assembler_(RolloutAssemblerLimits{service->options_.max_group_payload_bytes,
-                                          service->options_.max_stream_bytes}) {}
+        assembler_(ReportDecoderLimits{service->options_.max_group_payload_bytes,
+                                       service->options_.max_stream_bytes}) {}
 
  private:
   absl::Status Consume(v1::ReportRolloutsRequest& request) override {
@@ -533,18 +509,15 @@ class DotsService::ReportRolloutsReactor final
     if (Metrics* metrics = service_->options_.metrics) {
       for (double error : result.fresh_abs_errors) metrics->ObservePredictionError(run_id_, error);
     }
-    response->set_accepted(result.accepted);
-    response->set_duplicates(result.duplicates);
-    for (auto& [key, error] : result.rejected) {
-      v1::RejectedGroup* rejected = response->add_rejected();
-      rejected->set_key(std::move(key));
-      rejected->set_error(TruncateStatusMessage(error));
+    ToProto(result, response);
+    for (v1::RejectedGroup& rejected : *response->mutable_rejected()) {
+      rejected.set_error(TruncateStatusMessage(rejected.error()));
     }
     return absl::OkStatus();
   }
 
   DotsService* const service_;
-  RolloutAssembler assembler_;
+  ReportDecoder assembler_;
   std::shared_ptr<Run> run_;
   std::string run_id_;
   int64_t step_ = 0;

@@ -20,8 +20,9 @@
 // CreateRun and ImportRun then generate the new run's token and return it in RunInfo.token.
 //
 // Sources: service.cc (runs, inspection, NextBatch, ReportRollouts), service_pool.cc
-// (UpsertQuestions, ImportPool), service_internal.h (what they share), batch_stream.h (the
-// chunk codecs).
+// (UpsertQuestions, ImportPool), service_archive.cc (ExportRun, ImportRun), service_internal.h
+// (what they share). The wire form of core's types is proto/convert.h; the fragment codec of the
+// training streams is proto/payload_codec.h.
 #ifndef DOTS_SERVER_SERVICE_H_
 #define DOTS_SERVER_SERVICE_H_
 

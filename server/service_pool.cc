@@ -13,6 +13,7 @@
 #include "core/formats/pool.h"
 #include "core/util/json.h"
 #include "core/util/status_macros.h"
+#include "proto/convert.h"
 #include "server/grpc_status.h"
 #include "server/service.h"
 #include "server/service_internal.h"
@@ -64,13 +65,8 @@ class DotsService::UpsertQuestionsReactor final
                        " bytes (--max_stream_bytes); split it over several calls"));
     }
     for (v1::Question& in : *request.mutable_questions()) {
-      Question q;
-      q.key = std::move(*in.mutable_key());
-      q.prompt = std::move(*in.mutable_prompt());
-      if (!in.metadata_json().empty()) q.metadata_json = std::move(*in.mutable_metadata_json());
-      if (in.has_prior()) q.prior = in.prior();
-      questions_.push_back(std::move(q));
       embeddings_.emplace_back(in.embedding().begin(), in.embedding().end());
+      questions_.push_back(FromProto(std::move(in)));
     }
     return absl::OkStatus();
   }
@@ -133,14 +129,9 @@ class DotsService::UpsertQuestionsReactor final
     std::sort(
         rejected.begin(), rejected.end(),
         [](const RejectedQuestion& a, const RejectedQuestion& b) { return a.index < b.index; });
-    response->set_added(result.added);
-    response->set_updated(result.updated);
-    for (RejectedQuestion& r : rejected) {
-      v1::RejectedQuestion* out = response->add_rejected();
-      out->set_index(r.index);
-      out->set_key(std::move(r.key));
-      out->set_error(TruncateStatusMessage(r.error));
-    }
+    for (RejectedQuestion& r : rejected) r.error = TruncateStatusMessage(r.error);
+    result.rejected = std::move(rejected);
+    ToProto(result, response);
     return absl::OkStatus();
   }
 
@@ -196,13 +187,10 @@ class DotsService::ImportPoolReactor final : public QueuedWriteReactor<v1::Impor
     }
     DOTS_ASSIGN_OR_RETURN(Pool pool, LoadPool(request_.questions_path(), request_.embeddings_path(),
                                               [this](int64_t questions_read) {
-                                                v1::ImportPoolProgress parsing;
-                                                parsing.set_questions_read(questions_read);
-                                                Send(std::move(parsing));
+                                                SendProgress({.questions_read = questions_read});
                                               }));
-    v1::ImportPoolProgress progress;
-    progress.set_questions_read(pool.size());
-    Send(progress);
+    ImportProgress progress{.questions_read = pool.size()};
+    SendProgress(progress);
     if (client_gone()) return absl::CancelledError("the call was cancelled; nothing was imported");
     std::vector<Question> questions = pool.questions();
     const FloatMatrix& embeddings = pool.embeddings();
@@ -210,11 +198,17 @@ class DotsService::ImportPoolReactor final : public QueuedWriteReactor<v1::Impor
     DOTS_ASSIGN_OR_RETURN(UpsertResult result,
                           entry.run->UpsertQuestions(std::move(questions), embeddings,
                                                      /*reject_individually=*/false));
-    progress.set_added(result.added);
-    progress.set_updated(result.updated);
-    progress.set_done(true);
-    Send(progress);
+    progress.added = result.added;
+    progress.updated = result.updated;
+    progress.done = true;
+    SendProgress(progress);
     return absl::OkStatus();
+  }
+
+  void SendProgress(const ImportProgress& progress) {
+    v1::ImportPoolProgress message;
+    ToProto(progress, &message);
+    Send(std::move(message));
   }
 
   DotsService* const service_;

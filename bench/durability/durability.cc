@@ -11,9 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "client/cli/flags.h"
 #include "core/run/run.h"
 #include "core/storage/state_store.h"
 #include "core/util/random.h"
@@ -123,69 +121,37 @@ absl::StatusOr<double> DotsReports(const std::string& dir, SyncMode sync, int wr
   return seconds;
 }
 
-absl::StatusOr<std::vector<int>> ParseInts(const std::string& list) {
-  std::vector<int> out;
-  for (absl::string_view part : absl::StrSplit(list, ',')) {
-    int v = 0;
-    if (!absl::SimpleAtoi(part, &v) || v < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("not a positive integer: ", std::string(part)));
-    }
-    out.push_back(v);
-  }
-  return out;
-}
-
 int Fail(const char* command, const absl::Status& s) {
   std::fprintf(stderr, "dots-bench %s: %s\n", command, s.ToString().c_str());
   return 1;
 }
 
-}  // namespace
+struct IngestArgs {
+  std::vector<int> writers = {1, 32};
+  int64_t groups = 8192;
+  int64_t payload_bytes = 65536;
+  std::string dir = "/tmp";
+  int64_t repeats = 2;
+};
 
-int Ingest(int argc, char** argv) {
-  cli::FlagSet flags(
-      "dots-bench ingest [--writers 1,32] [--groups 2048] [--payload-bytes 65536] [--dir DIR]",
-      "Durable report ingest: ReportRollouts (one group per call, informative rewards so every\n"
-      "group also enters the replay store) into a run on a state directory, with --sync always\n"
-      "and group, next to raw RocksDB puts of the same payloads, each fsynced, from the same\n"
-      "number of threads. Every figure comes from this process, in this run.");
-  flags.Add("writers", "comma-separated concurrent writer counts", "1,32");
-  flags.Add("groups",
-            "groups (and raw puts) per measurement; the default logs 512 MiB, so it includes the "
-            "run's periodic snapshots",
-            "8192");
-  flags.Add("payload-bytes", "payload per group", "65536");
-  flags.Add("dir", "where the temporary state directories go (same disk as real state)", "/tmp");
-  flags.Add("repeats", "alternating repetitions of each measurement; the best of each counts", "2");
-  absl::StatusOr<bool> parsed = flags.Parse(argc, argv, 2);
-  if (!parsed.ok()) return Fail("ingest", parsed.status());
-  if (!*parsed) return 0;
-  absl::StatusOr<std::vector<int>> writers = ParseInts(flags.Get("writers"));
-  absl::StatusOr<int64_t> groups = flags.GetInt("groups");
-  absl::StatusOr<int64_t> bytes = flags.GetInt("payload-bytes");
-  absl::StatusOr<int64_t> repeats = flags.GetInt("repeats");
-  for (const absl::Status& s :
-       {writers.status(), groups.status(), bytes.status(), repeats.status()}) {
-    if (!s.ok()) return Fail("ingest", s);
-  }
-  const std::string payload = Payload(*bytes, 1);
+int RunIngest(const IngestArgs& args) {
+  const std::string payload = Payload(args.payload_bytes, 1);
   std::printf(
       "| sync | writers | raw puts/s | raw MB/s | dots groups/s | dots MB/s | dots/raw |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   for (SyncMode sync : {SyncMode::kAlways, SyncMode::kGroup}) {
-    for (int w : *writers) {
+    for (int w : args.writers) {
       std::fprintf(stderr, "ingest: sync=%s writers=%d ...\n",
                    std::string(SyncModeName(sync)).c_str(), w);
       // Alternating repeats, best of each: a shared machine's noise hits both sides alike.
       absl::StatusOr<double> raw = 1e300, dots = 1e300;
-      for (int64_t r = 0; r < *repeats && raw.ok() && dots.ok(); ++r) {
-        absl::StatusOr<std::string> raw_dir = MakeTempDir(flags.Get("dir"));
-        absl::StatusOr<std::string> dots_dir = MakeTempDir(flags.Get("dir"));
+      for (int64_t r = 0; r < args.repeats && raw.ok() && dots.ok(); ++r) {
+        absl::StatusOr<std::string> raw_dir = MakeTempDir(args.dir);
+        absl::StatusOr<std::string> dots_dir = MakeTempDir(args.dir);
         if (!raw_dir.ok()) return Fail("ingest", raw_dir.status());
         if (!dots_dir.ok()) return Fail("ingest", dots_dir.status());
-        absl::StatusOr<double> raw_once = RawPuts(*raw_dir, sync, w, *groups, payload);
-        absl::StatusOr<double> dots_once = DotsReports(*dots_dir, sync, w, *groups, payload);
+        absl::StatusOr<double> raw_once = RawPuts(*raw_dir, sync, w, args.groups, payload);
+        absl::StatusOr<double> dots_once = DotsReports(*dots_dir, sync, w, args.groups, payload);
         std::filesystem::remove_all(*raw_dir);
         std::filesystem::remove_all(*dots_dir);
         raw = raw_once.ok() ? std::min(*raw, *raw_once) : raw_once;
@@ -193,47 +159,34 @@ int Ingest(int argc, char** argv) {
       }
       if (!raw.ok()) return Fail("ingest", raw.status());
       if (!dots.ok()) return Fail("ingest", dots.status());
-      const double mb = static_cast<double>(*groups) * static_cast<double>(*bytes) / 1e6;
+      const double mb =
+          static_cast<double>(args.groups) * static_cast<double>(args.payload_bytes) / 1e6;
       std::printf("| %s | %d | %.0f | %.1f | %.0f | %.1f | %.2f |\n",
-                  std::string(SyncModeName(sync)).c_str(), w, *groups / *raw, mb / *raw,
-                  *groups / *dots, mb / *dots, *raw / *dots);
+                  std::string(SyncModeName(sync)).c_str(), w, args.groups / *raw, mb / *raw,
+                  args.groups / *dots, mb / *dots, *raw / *dots);
       std::fflush(stdout);
     }
   }
   return 0;
 }
 
-int Restart(int argc, char** argv) {
-  cli::FlagSet flags(
-      "dots-bench restart [--questions 1000000] [--dim 1536] [--replay-groups 512] "
-      "[--payload-bytes 262144] [--dir DIR]",
-      "Builds a durable run (default estimator, identity adapter) of --questions x --dim\n"
-      "embeddings whose replay store holds --replay-groups groups of --payload-bytes, closes\n"
-      "it, and times reopening it: state directory, pool, snapshot, events and the estimator\n"
-      "(embedding matrix and cached projections), until the run serves again.");
-  flags.Add("questions", "pool size", "1000000");
-  flags.Add("dim", "embedding dimension", "1536");
-  flags.Add("replay-groups", "replay groups (= the batch of the one reported step)", "512");
-  flags.Add("payload-bytes", "payload per replay group", "262144");
-  flags.Add("dir", "where the temporary state directory goes", "/tmp");
-  absl::StatusOr<bool> parsed = flags.Parse(argc, argv, 2);
-  if (!parsed.ok()) return Fail("restart", parsed.status());
-  if (!*parsed) return 0;
-  absl::StatusOr<int64_t> n = flags.GetInt("questions");
-  absl::StatusOr<int64_t> dim = flags.GetInt("dim");
-  absl::StatusOr<int64_t> groups = flags.GetInt("replay-groups");
-  absl::StatusOr<int64_t> bytes = flags.GetInt("payload-bytes");
-  for (const absl::Status& s : {n.status(), dim.status(), groups.status(), bytes.status()}) {
-    if (!s.ok()) return Fail("restart", s);
-  }
-  absl::StatusOr<std::string> dir = MakeTempDir(flags.Get("dir"));
+struct RestartArgs {
+  int64_t questions = 1000000;
+  int64_t dim = 1536;
+  int64_t replay_groups = 512;
+  int64_t payload_bytes = 262144;
+  std::string dir = "/tmp";
+};
+
+int RunRestart(const RestartArgs& args) {
+  absl::StatusOr<std::string> dir = MakeTempDir(args.dir);
   if (!dir.ok()) return Fail("restart", dir.status());
   RunConfig config;
-  config.batch_size = *groups;
-  config.reference_size = std::min<int64_t>(*groups / 2, 256);
+  config.batch_size = args.replay_groups;
+  config.reference_size = std::min<int64_t>(args.replay_groups / 2, 256);
   config.lease_timeout_seconds = 3600;
-  config.replay.capacity_groups = *groups;
-  config.replay.capacity_bytes = (*groups + 1) * (*bytes + (64 << 10));
+  config.replay.capacity_groups = args.replay_groups;
+  config.replay.capacity_bytes = (args.replay_groups + 1) * (args.payload_bytes + (64 << 10));
   {
     absl::StatusOr<std::unique_ptr<StateStore>> store = StateStore::Open(*dir, SyncMode::kGroup);
     if (!store.ok()) return Fail("restart", store.status());
@@ -245,10 +198,10 @@ int Restart(int argc, char** argv) {
     const absl::Time start = absl::Now();
     constexpr int64_t kChunk = 50000;
     Rng rng(3);
-    for (int64_t first = 0; first < *n; first += kChunk) {
-      const int64_t m = std::min(kChunk, *n - first);
+    for (int64_t first = 0; first < args.questions; first += kChunk) {
+      const int64_t m = std::min(kChunk, args.questions - first);
       std::vector<Question> questions;
-      FloatMatrix embeddings(m, *dim);
+      FloatMatrix embeddings(m, args.dim);
       for (int64_t i = 0; i < m; ++i) {
         questions.push_back({absl::StrCat("q", first + i), absl::StrCat("question ", first + i),
                              "{}", std::nullopt});
@@ -257,16 +210,18 @@ int Restart(int argc, char** argv) {
       absl::Status s = (*run)->UpsertQuestions(std::move(questions), embeddings).status();
       if (!s.ok()) return Fail("restart", s);
       std::fprintf(stderr, "\rrestart: %lld/%lld questions stored (%.0f s)",
-                   static_cast<long long>(first + m), static_cast<long long>(*n),
+                   static_cast<long long>(first + m), static_cast<long long>(args.questions),
                    absl::ToDoubleSeconds(absl::Now() - start));
     }
     std::fprintf(stderr, "\nrestart: step 0 and its %lld reports of %lld bytes ...\n",
-                 static_cast<long long>(*groups), static_cast<long long>(*bytes));
+                 static_cast<long long>(args.replay_groups),
+                 static_cast<long long>(args.payload_bytes));
     absl::StatusOr<BatchSlice> batch = (*run)->NextBatch(0, 0, 1, 0, kNoDeadline);
     if (!batch.ok()) return Fail("restart", batch.status());
     std::vector<RolloutReport> reports;
     for (const BatchItem& item : batch->items) {
-      reports.push_back({item.key, Rewards(config.group_size), 0, Payload(*bytes, reports.size())});
+      reports.push_back(
+          {item.key, Rewards(config.group_size), 0, Payload(args.payload_bytes, reports.size())});
     }
     absl::StatusOr<ReportResult> reported = (*run)->ReportRollouts(0, std::move(reports));
     if (!reported.ok()) return Fail("restart", reported.status());
@@ -296,7 +251,7 @@ int Restart(int argc, char** argv) {
   std::printf(
       "restart of a run with %lld questions x %lld dims and %lld replay groups "
       "(%.0f MB): state directory %.2f GB\n",
-      static_cast<long long>(stats.pool_size), static_cast<long long>(*dim),
+      static_cast<long long>(stats.pool_size), static_cast<long long>(args.dim),
       static_cast<long long>(stats.replay_groups), stats.replay_bytes / 1e6, disk / 1e9);
   std::printf(
       "restart time: %.1f s to reopen, %.1f s until step 0 is served again (target <= 60 s)\n",
@@ -305,6 +260,66 @@ int Restart(int argc, char** argv) {
   store->reset();
   std::filesystem::remove_all(*dir);
   return 0;
+}
+
+}  // namespace
+
+void AddDurabilityCommands(CLI::App* app, cli::Action* action) {
+  auto ingest_args = std::make_shared<IngestArgs>();
+  CLI::App* ingest = cli::AddCommand(
+      app, "ingest", "durable report ingest next to raw RocksDB puts",
+      "Durable report ingest: ReportRollouts (one group per call, informative rewards so every "
+      "group also enters the replay store) into a run on a state directory, with --sync always "
+      "and group, next to raw RocksDB puts of the same payloads, each fsynced, from the same "
+      "number of threads. Every figure comes from this process, in this run.");
+  ingest->add_option("--writers", ingest_args->writers, "comma-separated concurrent writer counts")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  ingest
+      ->add_option("--groups", ingest_args->groups,
+                   "groups (and raw puts) per measurement; the default logs 512 MiB, so it "
+                   "includes the run's periodic snapshots")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  ingest->add_option("--payload-bytes", ingest_args->payload_bytes, "payload per group")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  ingest
+      ->add_option("--dir", ingest_args->dir,
+                   "where the temporary state directories go (same disk as real state)")
+      ->capture_default_str();
+  ingest
+      ->add_option("--repeats", ingest_args->repeats,
+                   "alternating repetitions of each measurement; the best of each counts")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cli::RunsWhenSelected(ingest, action, [ingest_args] { return RunIngest(*ingest_args); });
+
+  auto restart_args = std::make_shared<RestartArgs>();
+  CLI::App* restart = cli::AddCommand(
+      app, "restart", "time to reopen a large durable run",
+      "Builds a durable run (default estimator, identity adapter) of --questions x --dim "
+      "embeddings whose replay store holds --replay-groups groups of --payload-bytes, closes it, "
+      "and times reopening it: state directory, pool, snapshot, events and the estimator "
+      "(embedding matrix and cached projections), until the run serves again.");
+  restart->add_option("--questions", restart_args->questions, "pool size")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  restart->add_option("--dim", restart_args->dim, "embedding dimension")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  restart
+      ->add_option("--replay-groups", restart_args->replay_groups,
+                   "replay groups (= the batch of the one reported step)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  restart->add_option("--payload-bytes", restart_args->payload_bytes, "payload per replay group")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  restart->add_option("--dir", restart_args->dir, "where the temporary state directory goes")
+      ->capture_default_str();
+  cli::RunsWhenSelected(restart, action, [restart_args] { return RunRestart(*restart_args); });
 }
 
 }  // namespace dots::bench

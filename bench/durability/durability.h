@@ -8,10 +8,13 @@
 #ifndef DOTS_BENCH_DURABILITY_DURABILITY_H_
 #define DOTS_BENCH_DURABILITY_DURABILITY_H_
 
+#include "client/cli/cli.h"
+
 namespace dots::bench {
 
-int Ingest(int argc, char** argv);
-int Restart(int argc, char** argv);
+// Registers the `ingest` and `restart` subcommands; the selected one stores its run in *action.
+// Exit codes: 0 done, 1 a step failed (message on stderr).
+void AddDurabilityCommands(CLI::App* app, cli::Action* action);
 
 }  // namespace dots::bench
 

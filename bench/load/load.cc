@@ -23,7 +23,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "client/cli/flags.h"
 #include "client/cpp/client.h"
 #include "core/formats/pool.h"
 #include "core/types.h"
@@ -36,6 +35,7 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "proto/payload_codec.h"
 #include "server/server.h"
 
 namespace dots::bench {
@@ -143,15 +143,18 @@ absl::StatusOr<int64_t> FetchBatch(pb::Dots::Stub& stub, const pb::NextBatchRequ
   return items;
 }
 
-// One ReportRollouts call with `request` as its only message.
+// One ReportRollouts call with `messages` (already encoded).
+using ReportMessages = std::vector<pb::ReportRolloutsRequest>;
 absl::StatusOr<pb::ReportRolloutsResponse> SendReport(pb::Dots::Stub& stub,
-                                                      const pb::ReportRolloutsRequest& request) {
+                                                      const ReportMessages& messages) {
   grpc::ClientContext context;
   context.set_deadline(DeadlineIn(kCallDeadline));
   pb::ReportRolloutsResponse response;
   std::unique_ptr<grpc::ClientWriter<pb::ReportRolloutsRequest>> writer =
       stub.ReportRollouts(&context, &response);
-  writer->Write(request);
+  for (const pb::ReportRolloutsRequest& message : messages) {
+    if (!writer->Write(message)) break;
+  }
   writer->WritesDone();
   const grpc::Status status = writer->Finish();
   if (!status.ok()) {
@@ -199,7 +202,7 @@ RpcStats Summarize(std::vector<double> latencies_ms, absl::Duration window) {
 // are not counted. Errors: the first failed call or item-count mismatch.
 absl::StatusOr<PhaseResult> RunPhase(const std::string& address, int clients, absl::Duration window,
                                      const pb::NextBatchRequest& next,
-                                     const std::vector<pb::ReportRolloutsRequest>& reports,
+                                     const std::vector<ReportMessages>& reports,
                                      int64_t expected_items) {
   std::atomic<bool> stop{false};
   std::latch ready(clients + 1);
@@ -211,7 +214,7 @@ absl::StatusOr<PhaseResult> RunPhase(const std::string& address, int clients, ab
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
       std::unique_ptr<pb::Dots::Stub> stub = pb::Dots::NewStub(NewChannel(address));
-      const pb::ReportRolloutsRequest& report = reports[static_cast<size_t>(c) % reports.size()];
+      const ReportMessages& report = reports[static_cast<size_t>(c) % reports.size()];
       std::vector<double> my_next, my_report;
       absl::Status error;
       auto iterate = [&](bool timed) {
@@ -278,19 +281,6 @@ std::vector<Question> MakePool(int64_t n) {
   return pool;
 }
 
-absl::StatusOr<std::vector<int>> ParseClients(const std::string& text) {
-  std::vector<int> out;
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    int n = 0;
-    if (!absl::SimpleAtoi(part, &n) || n < 1 || n > 1024) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--clients: \"", text, "\" is not a list of thread counts in [1, 1024]"));
-    }
-    out.push_back(n);
-  }
-  return out;
-}
-
 struct Level {
   int clients = 0;
   PhaseResult dots, bare;
@@ -303,51 +293,25 @@ std::string StatsJson(const RpcStats& s) {
                          s.qps, s.p50_ms, s.p99_ms);
 }
 
-}  // namespace
+struct LoadArgs {
+  std::vector<int> clients = {1, 8, 32, 64};
+  double seconds = 3;
+  int64_t batch_size = 512;
+  int64_t payload_bytes = 65536;
+  int64_t pool = 20000;
+  bool json = false;
+};
 
-int Load(int argc, char** argv) {
-  cli::FlagSet flags(
-      "dots-bench load [--clients 1,8,32,64] [--seconds 3] [--batch-size 512] "
-      "[--payload-bytes 65536] [--json]",
-      "Client threads loop NextBatch (an already-composed step, whole batch) + ReportRollouts\n"
-      "(one group, one payload) against an in-process dots-server and against a bare gRPC\n"
-      "server replaying the same bytes; prints QPS and p50/p99 latency of each.");
-  flags.Add("clients", "comma-separated client thread counts", "1,8,32,64");
-  flags.Add("seconds", "measured seconds per level and server", "3");
-  flags.Add("batch-size", "run batch size B", "512");
-  flags.Add("payload-bytes", "ReportRollouts payload per group, bytes", "65536");
-  flags.Add("pool", "questions in the pool", "20000");
-  flags.AddBool("json", "print one JSON object instead of a table");
-  absl::StatusOr<bool> parsed = flags.Parse(argc, argv, 2);
-  if (!parsed.ok()) {
-    std::fprintf(stderr, "dots-bench load: %s\n", std::string(parsed.status().message()).c_str());
-    return 2;
-  }
-  if (!*parsed) return 0;
+int RunLoad(const LoadArgs& args) {
   auto fail = [](const absl::Status& s) {
     std::fprintf(stderr, "dots-bench load: %s\n", s.ToString().c_str());
     return 1;
   };
-  absl::StatusOr<std::vector<int>> levels = ParseClients(flags.Get("clients"));
-  absl::StatusOr<double> seconds = flags.GetDouble("seconds");
-  absl::StatusOr<int64_t> batch_size = flags.GetInt("batch-size");
-  absl::StatusOr<int64_t> payload_bytes = flags.GetInt("payload-bytes");
-  absl::StatusOr<int64_t> pool_size = flags.GetInt("pool");
-  for (const absl::Status& s : {levels.status(), seconds.status(), batch_size.status(),
-                                payload_bytes.status(), pool_size.status()}) {
-    if (!s.ok()) {
-      std::fprintf(stderr, "dots-bench load: %s\n", std::string(s.message()).c_str());
-      return 2;
-    }
-  }
-  if (*seconds <= 0 || *batch_size < 1 || *payload_bytes < 0 || *payload_bytes > (3 << 20) ||
-      *pool_size < 2 * *batch_size + 32) {
-    std::fprintf(stderr,
-                 "dots-bench load: need --seconds > 0, --batch-size >= 1, --payload-bytes in "
-                 "[0, 3 MiB] and --pool >= 2 * batch-size + 32\n");
+  if (args.pool < 2 * args.batch_size + 32) {
+    std::fprintf(stderr, "dots-bench load: need --pool >= 2 * batch-size + 32\n");
     return 2;
   }
-  const absl::Duration window = absl::Seconds(*seconds);
+  const absl::Duration window = absl::Seconds(args.seconds);
 
   // The real server, its run and a composed step 0.
   Server::Options options;
@@ -359,13 +323,13 @@ int Load(int argc, char** argv) {
   const std::string config = absl::StrFormat(
       R"({"batch_size": %d, "group_size": %d, "steps_per_round": 2, "reference_size": 32,
           "estimator": {"mode": "history"}, "replay": {"enabled": true}})",
-      *batch_size, kGroupSize);
+      args.batch_size, kGroupSize);
   if (absl::StatusOr<RunInfo> run = (*client)->CreateRun(kRunId, config); !run.ok()) {
     return fail(run.status());
   }
   const absl::Time setup_start = absl::Now();
   absl::StatusOr<UpsertResult> upserted =
-      (*client)->UpsertQuestions(kRunId, MakePool(*pool_size), FloatMatrix());
+      (*client)->UpsertQuestions(kRunId, MakePool(args.pool), FloatMatrix());
   if (!upserted.ok()) return fail(upserted.status());
   pb::NextBatchRequest next;
   next.set_run_id(kRunId);
@@ -387,21 +351,17 @@ int Load(int argc, char** argv) {
 
   // One report per client thread (reused every iteration): a different item's key each, so the
   // first report of each is applied and the rest are duplicates.
-  const std::string payload(static_cast<size_t>(*payload_bytes), 'x');
-  const int max_clients = *std::max_element(levels->begin(), levels->end());
-  std::vector<pb::ReportRolloutsRequest> reports;
+  const std::string payload(static_cast<size_t>(args.payload_bytes), 'x');
+  const int max_clients = *std::max_element(args.clients.begin(), args.clients.end());
+  std::vector<ReportMessages> reports;
   for (int c = 0; c < max_clients; ++c) {
-    pb::ReportRolloutsRequest r;
-    r.set_run_id(kRunId);
-    r.set_step(0);
-    pb::RolloutFragment* f = r.add_groups();
-    f->set_key(keys[static_cast<size_t>(c) % keys.size()]);
-    for (int g = 0; g < kGroupSize; ++g) f->add_rewards(g == 0 ? 1.0f : 0.0f);
-    f->set_policy_version(0);
-    f->set_payload_size(*payload_bytes);
-    f->set_offset(0);
-    f->set_data(payload);
-    reports.push_back(std::move(r));
+    std::vector<float> rewards(kGroupSize, 0.0f);
+    rewards[0] = 1.0f;
+    const RolloutReport group{keys[static_cast<size_t>(c) % keys.size()], rewards, 0, payload};
+    ReportEncoder encoder(kRunId, 0, {&group, 1}, {.max_message_bytes = 4 << 20});
+    ReportMessages messages;
+    for (pb::ReportRolloutsRequest m; encoder.Next(&m);) messages.push_back(m);
+    reports.push_back(std::move(messages));
   }
 
   // The bare server, answering with the captured bytes.
@@ -419,7 +379,7 @@ int Load(int argc, char** argv) {
   const std::string bare_address = absl::StrCat("127.0.0.1:", bare_port);
 
   std::vector<Level> results;
-  for (int clients : *levels) {
+  for (int clients : args.clients) {
     Level level;
     level.clients = clients;
     std::fprintf(stderr, "%d client(s): dots ...\n", clients);
@@ -459,15 +419,15 @@ int Load(int argc, char** argv) {
   }
   const bool p99_ok = at32 != nullptr && at32->dots.next_batch.p99_ms <= 5.0;
 
-  if (flags.GetBool("json")) {
+  if (args.json) {
     std::string out = absl::StrFormat(
         R"({"batch_size": %d, "items_per_batch": %d, "chunks_per_batch": %d, )"
         R"("batch_bytes": %d, "payload_bytes": %d, "pool": %d, "seconds": %g, )"
         R"("setup_seconds": %.3f, "cores": %d, "repeated_reports_are_duplicates": true, )"
         R"("dots_reported_groups": %d, "dots_duplicate_reports": %d, "levels": [)",
-        *batch_size, *items, chunks.size(), batch_bytes, *payload_bytes, *pool_size, *seconds,
-        setup_seconds, std::thread::hardware_concurrency(), run_stats.reported_groups(),
-        run_stats.duplicate_reports());
+        args.batch_size, *items, chunks.size(), batch_bytes, args.payload_bytes, args.pool,
+        args.seconds, setup_seconds, std::thread::hardware_concurrency(),
+        run_stats.reported_groups(), run_stats.duplicate_reports());
     for (size_t i = 0; i < results.size(); ++i) {
       const Level& l = results[i];
       absl::StrAppend(
@@ -495,8 +455,8 @@ int Load(int argc, char** argv) {
   std::printf(
       "dots-bench load: B = %d, %d items per NextBatch (%d chunks, %.1f KiB), ReportRollouts of "
       "1 group with a %d-byte payload; %g s per level and server; %u cores\n",
-      static_cast<int>(*batch_size), static_cast<int>(*items), static_cast<int>(chunks.size()),
-      static_cast<double>(batch_bytes) / 1024.0, static_cast<int>(*payload_bytes), *seconds,
+      static_cast<int>(args.batch_size), static_cast<int>(*items), static_cast<int>(chunks.size()),
+      static_cast<double>(batch_bytes) / 1024.0, static_cast<int>(args.payload_bytes), args.seconds,
       std::thread::hardware_concurrency());
   std::printf(
       "NextBatch serves an already-composed step (step 0, rank 0 of 1); repeated reports of a "
@@ -526,6 +486,37 @@ int Load(int argc, char** argv) {
               static_cast<long long>(run_stats.reported_groups()),
               static_cast<long long>(run_stats.duplicate_reports()));
   return 0;
+}
+
+}  // namespace
+
+void AddLoadCommand(CLI::App* app, cli::Action* action) {
+  auto args = std::make_shared<LoadArgs>();
+  CLI::App* load = cli::AddCommand(
+      app, "load",
+      "NextBatch / ReportRollouts QPS and latency against an in-process server and a bare gRPC "
+      "baseline",
+      "Client threads loop NextBatch (an already-composed step, whole batch) + ReportRollouts "
+      "(one group, one payload) against an in-process dots-server and against a bare gRPC "
+      "server replaying the same bytes; prints QPS and p50/p99 latency of each.");
+  load->add_option("--clients", args->clients, "comma-separated client thread counts")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  load->add_option("--seconds", args->seconds, "measured seconds per level and server")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  load->add_option("--batch-size", args->batch_size, "run batch size B")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  load->add_option("--payload-bytes", args->payload_bytes,
+                   "ReportRollouts payload per group, bytes, at most 3 MiB")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{3} << 20));
+  load->add_option("--pool", args->pool, "questions in the pool, >= 2 * batch-size + 32")
+      ->capture_default_str();
+  load->add_flag("--json", args->json, "print one JSON object instead of a table");
+  cli::RunsWhenSelected(load, action, [args] { return RunLoad(*args); });
 }
 
 }  // namespace dots::bench

@@ -22,15 +22,17 @@
 // ratio >= 0.5 at every level) with a pass/fail verdict. --json prints one JSON object instead.
 //
 // Cost: about 2 * levels * --seconds of wall time plus setup (pool upload and one planning
-// round, ~1 s). Blocks the calling thread throughout. Returns the process exit code: 0 on a
-// completed run (whatever the verdicts), 1 when setup or a call fails, 2 on bad flags.
+// round, ~1 s). Blocks the calling thread throughout. Exit code: 0 on a completed run (whatever
+// the verdicts), 1 when setup or a call fails, 2 on bad flags.
 #ifndef DOTS_BENCH_LOAD_LOAD_H_
 #define DOTS_BENCH_LOAD_LOAD_H_
 
+#include "client/cli/cli.h"
+
 namespace dots::bench {
 
-// argv[1] is "load"; flags start at argv[2].
-int Load(int argc, char** argv);
+// Registers the `load` subcommand; when selected it stores its run in *action.
+void AddLoadCommand(CLI::App* app, cli::Action* action);
 
 }  // namespace dots::bench
 

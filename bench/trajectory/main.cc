@@ -1,6 +1,13 @@
-// dots-bench: in-process benchmarks over core/.
+// dots-bench: the benchmarks, one subcommand each (`dots-bench --help`, `dots-bench CMD --help`):
 //
-//   dots-bench trajectory --data FILE [flags]   replay a recorded GRPO run (see trajectory.h)
+//   trajectory   replay a recorded GRPO run's per-question success rates through the estimator
+//                and selector (trajectory.h)
+//   load         NextBatch / ReportRollouts QPS and latency against an in-process server and a
+//                bare gRPC baseline (bench/load/load.h)
+//   ingest       durable report ingest next to raw RocksDB puts (bench/durability/durability.h)
+//   restart      time to reopen a large durable run (bench/durability/durability.h)
+//   soak         long training load against dots-server: errors, memory, latency drift
+//                (bench/soak/soak.h)
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -15,7 +22,7 @@
 #include "bench/load/load.h"
 #include "bench/soak/soak.h"
 #include "bench/trajectory/trajectory.h"
-#include "client/cli/flags.h"
+#include "client/cli/cli.h"
 #include "core/util/json.h"
 #include "core/util/status_macros.h"
 
@@ -91,114 +98,75 @@ std::string MetricsJson(const Summary& s, bool protocol) {
   return out + "}";
 }
 
-int Trajectory(int argc, char** argv) {
-  cli::FlagSet flags(
-      "dots-bench trajectory --data FILE [flags]",
-      "Replays a recorded GRPO run: at epoch t the true success rate of a question is its\n"
-      "history[t]; every question handed out is reported back as round(G*rate) successes of G.\n"
-      "Estimates are scored over the whole pool at the start of each epoch, before its reports.\n"
-      "Prints the selection quality of the chosen configuration next to the uniform, history\n"
-      "and paper baselines computed in the same run.");
-  flags.Add("data", "question JSONL with a `history` array per line");
-  flags.Add("embeddings",
-            "N x D .npy of the questions' embeddings (default: the lines' own, "
-            "else the built-in text embedder)");
-  flags.Add("budget", "questions handed out per epoch (inline references included)", "256");
-  flags.Add("ref-size", "reference questions per epoch (K)", "32");
-  flags.Add("epochs", "epochs to replay; 0 = the shortest history", "0");
-  flags.Add("group-size", "rollouts per question (G)", "8");
-  flags.Add("estimator", "default | history | paper", "default");
-  flags.Add("selector", "dots | uniform | greedy | band | thompson | posterior", "dots");
-  flags.Add("alpha", "target success rate", "0.5");
-  flags.Add("tau", "selection temperature", "0.001");
-  flags.Add("reference-mode", "inline | paper | none", "inline");
-  flags.Add("reference-sampling",
-            "uniform | informative; default: informative for the default estimator, else "
-            "uniform");
-  flags.Add("reference-coverage", "informative sampling: fraction of K spent on the stalest",
-            "0.25");
-  flags.Add("reference-sharpness", "informative sampling: exponent of P(informative)", "5");
-  flags.Add("adapter", "paper adapter (.safetensors); default: identity projection");
-  flags.Add("decay", "history decay per policy version (lambda)", "0.95");
-  flags.Add("prior-strength", "pseudo-count of the prior mean (n0)", "1");
-  flags.Add("label-window", "policy versions a label stays in the labeled set; 0 = all", "0");
-  flags.Add("attention-tau", "attention temperature (default: adapter's, 0.05 for identity)");
-  flags.Add("top-k", "attend to the top-k labeled questions only; 0 = all (default: adapter's)");
-  flags.AddBool("no-prior", "ignore the pool's `prior` field");
-  flags.AddBool("no-model", "default estimator without the online model (probe) feature");
-  flags.Add("seed", "random seed", "1");
-  flags.Add("seeds", "several seeds, e.g. 1-5 or 1,3,7; metrics are averaged");
-  flags.Add("protocol",
-            "direct: estimator and selector called directly; run: through the service's run "
-            "protocol (core::Run) with rollout replay, one epoch = one step = one round",
-            "direct");
-  flags.Add("fresh-fraction", "run protocol: fresh share of each batch (delta)", "0.5");
-  flags.Add("replay-capacity", "run protocol: replay store capacity in groups (C)", "512");
-  flags.Add("replay-strategy", "run protocol: uniform | targeted", "uniform");
-  flags.AddBool("no-replay", "run protocol: disable rollout replay");
-  flags.AddBool("no-baselines", "skip the uniform / history / paper baselines");
-  flags.AddBool("json", "print one JSON object instead of a table");
-  absl::StatusOr<bool> parsed = flags.Parse(argc, argv, 2);
-  if (!parsed.ok()) {
-    std::fprintf(stderr, "dots-bench trajectory: %s\n",
-                 std::string(parsed.status().message()).c_str());
-    return 2;
-  }
-  if (!*parsed) return 0;
+// The flags of `dots-bench trajectory`, as given.
+struct TrajectoryArgs {
+  std::string data;
+  std::string embeddings;
+  int64_t budget = 256;
+  int64_t ref_size = 32;
+  int64_t epochs = 0;
+  int64_t group_size = 8;
+  std::string estimator = "default";
+  std::string selector = "dots";
+  double alpha = 0.5;
+  double tau = 0.001;
+  std::string reference_mode = "inline";
+  std::string reference_sampling;
+  double reference_coverage = 0.25;
+  double reference_sharpness = 5;
+  std::string adapter;
+  double decay = 0.95;
+  double prior_strength = 1;
+  int64_t label_window = 0;
+  std::optional<double> attention_tau;
+  std::optional<int64_t> top_k;
+  bool no_prior = false;
+  bool no_model = false;
+  std::string seed = "1";
+  std::string seeds;
+  std::string protocol = "direct";
+  double fresh_fraction = 0.5;
+  int64_t replay_capacity = 512;
+  std::string replay_strategy = "uniform";
+  bool no_replay = false;
+  bool no_baselines = false;
+  bool json = false;
+};
+
+int RunTrajectoryCommand(const TrajectoryArgs& args) {
   auto fail = [](const absl::Status& s) {
     std::fprintf(stderr, "dots-bench trajectory: %s\n", std::string(s.message()).c_str());
     return 1;
   };
 
   TrajectoryConfig config;
-  absl::StatusOr<std::string> data_path = flags.Require("data");
-  if (!data_path.ok()) return fail(data_path.status());
-  absl::StatusOr<int64_t> budget = flags.GetInt("budget");
-  absl::StatusOr<int64_t> ref_size = flags.GetInt("ref-size");
-  absl::StatusOr<int64_t> epochs = flags.GetInt("epochs");
-  absl::StatusOr<int64_t> group = flags.GetInt("group-size");
-  absl::StatusOr<int64_t> window = flags.GetInt("label-window");
-  absl::StatusOr<double> alpha = flags.GetDouble("alpha");
-  absl::StatusOr<double> tau = flags.GetDouble("tau");
-  absl::StatusOr<double> decay = flags.GetDouble("decay");
-  absl::StatusOr<double> n0 = flags.GetDouble("prior-strength");
-  absl::StatusOr<double> coverage = flags.GetDouble("reference-coverage");
-  absl::StatusOr<double> sharpness = flags.GetDouble("reference-sharpness");
-  absl::StatusOr<EstimatorMode> mode = ParseEstimatorMode(flags.Get("estimator"));
-  absl::StatusOr<SelectorStrategy> strategy = ParseSelectorStrategy(flags.Get("selector"));
-  absl::StatusOr<std::vector<uint64_t>> seeds = ParseSeeds(flags.Get("seed"), flags.Get("seeds"));
-  for (const absl::Status& s : {budget.status(), ref_size.status(), epochs.status(), group.status(),
-                                window.status(), alpha.status(), tau.status(), decay.status(),
-                                n0.status(), mode.status(), strategy.status(), seeds.status()}) {
+  absl::StatusOr<EstimatorMode> mode = ParseEstimatorMode(args.estimator);
+  absl::StatusOr<SelectorStrategy> strategy = ParseSelectorStrategy(args.selector);
+  absl::StatusOr<std::vector<uint64_t>> seeds = ParseSeeds(args.seed, args.seeds);
+  for (const absl::Status& s : {mode.status(), strategy.status(), seeds.status()}) {
     if (!s.ok()) return fail(s);
   }
-  config.budget = *budget;
-  config.ref_size = *ref_size;
-  config.epochs = *epochs;
-  config.group_size = static_cast<int>(*group);
+  config.budget = args.budget;
+  config.ref_size = args.ref_size;
+  config.epochs = args.epochs;
+  config.group_size = static_cast<int>(args.group_size);
   config.selector.strategy = *strategy;
-  config.selector.alpha = *alpha;
-  config.selector.tau = *tau;
+  config.selector.alpha = args.alpha;
+  config.selector.tau = args.tau;
   config.estimator.mode = *mode;
-  config.reference_coverage = *coverage;
-  config.reference_sharpness = *sharpness;
-  config.estimator.decay = *decay;
-  config.estimator.prior_strength = *n0;
-  config.estimator.label_window = *window;
-  config.estimator.use_priors = !flags.GetBool("no-prior");
-  config.estimator.model.enabled = !flags.GetBool("no-model");
-  if (flags.Has("attention-tau")) {
-    absl::StatusOr<double> v = flags.GetDouble("attention-tau");
-    if (!v.ok()) return fail(v.status());
-    config.estimator.attention_tau = static_cast<float>(*v);
+  config.reference_coverage = args.reference_coverage;
+  config.reference_sharpness = args.reference_sharpness;
+  config.estimator.decay = args.decay;
+  config.estimator.prior_strength = args.prior_strength;
+  config.estimator.label_window = args.label_window;
+  config.estimator.use_priors = !args.no_prior;
+  config.estimator.model.enabled = !args.no_model;
+  if (args.attention_tau.has_value()) {
+    config.estimator.attention_tau = static_cast<float>(*args.attention_tau);
   }
-  if (flags.Has("top-k")) {
-    absl::StatusOr<int64_t> v = flags.GetInt("top-k");
-    if (!v.ok()) return fail(v.status());
-    config.estimator.top_k = static_cast<int>(*v);
-  }
+  if (args.top_k.has_value()) config.estimator.top_k = static_cast<int>(*args.top_k);
   if (absl::Status s = config.estimator.Validate(); !s.ok()) return fail(s);
-  const std::string ref_mode = flags.Get("reference-mode");
+  const std::string& ref_mode = args.reference_mode;
   if (ref_mode == "inline") {
     config.reference_mode = ReferenceMode::kInline;
   } else if (ref_mode == "paper") {
@@ -209,9 +177,8 @@ int Trajectory(int argc, char** argv) {
     return fail(absl::InvalidArgumentError(
         absl::StrCat("--reference-mode: \"", ref_mode, "\" (want inline, paper or none)")));
   }
-  if (flags.Has("reference-sampling")) {
-    absl::StatusOr<ReferenceSampling> sampling =
-        ParseReferenceSampling(flags.Get("reference-sampling"));
+  if (!args.reference_sampling.empty()) {
+    absl::StatusOr<ReferenceSampling> sampling = ParseReferenceSampling(args.reference_sampling);
     if (!sampling.ok()) return fail(sampling.status());
     config.reference_sampling = *sampling;
   } else {
@@ -223,34 +190,28 @@ int Trajectory(int argc, char** argv) {
   }
 
   std::optional<RunConfig> protocol;
-  if (flags.Get("protocol") == "run") {
+  if (args.protocol == "run") {
     RunConfig run_config;
-    absl::StatusOr<double> delta = flags.GetDouble("fresh-fraction");
-    absl::StatusOr<int64_t> capacity = flags.GetInt("replay-capacity");
-    absl::StatusOr<ReplayStrategy> replay_strategy =
-        ParseReplayStrategy(flags.Get("replay-strategy"));
-    for (const absl::Status& s : {delta.status(), capacity.status(), replay_strategy.status()}) {
-      if (!s.ok()) return fail(s);
-    }
-    run_config.fresh_fraction = *delta;
-    run_config.replay.capacity_groups = *capacity;
+    absl::StatusOr<ReplayStrategy> replay_strategy = ParseReplayStrategy(args.replay_strategy);
+    if (!replay_strategy.ok()) return fail(replay_strategy.status());
+    run_config.fresh_fraction = args.fresh_fraction;
+    run_config.replay.capacity_groups = args.replay_capacity;
     run_config.replay.strategy = *replay_strategy;
-    run_config.replay_enabled = !flags.GetBool("no-replay");
-    if (flags.Has("adapter")) run_config.estimator.adapter_path = flags.Get("adapter");
+    run_config.replay_enabled = !args.no_replay;
+    if (!args.adapter.empty()) run_config.estimator.adapter_path = args.adapter;
     protocol = run_config;
-  } else if (flags.Get("protocol") != "direct") {
+  } else if (args.protocol != "direct") {
     return fail(absl::InvalidArgumentError(
-        absl::StrCat("--protocol: \"", flags.Get("protocol"), "\" (want direct or run)")));
+        absl::StrCat("--protocol: \"", args.protocol, "\" (want direct or run)")));
   }
 
   const absl::Time start = absl::Now();
-  std::fprintf(stderr, "loading %s ...\n", data_path->c_str());
-  absl::StatusOr<TrajectoryData> data =
-      LoadTrajectoryData(*data_path, flags.Has("embeddings") ? flags.Get("embeddings") : "");
+  std::fprintf(stderr, "loading %s ...\n", args.data.c_str());
+  absl::StatusOr<TrajectoryData> data = LoadTrajectoryData(args.data, args.embeddings);
   if (!data.ok()) return fail(data.status());
   std::shared_ptr<const Adapter> adapter;
-  if (flags.Has("adapter")) {
-    absl::StatusOr<std::shared_ptr<const Adapter>> loaded = Adapter::Load(flags.Get("adapter"));
+  if (!args.adapter.empty()) {
+    absl::StatusOr<std::shared_ptr<const Adapter>> loaded = Adapter::Load(args.adapter);
     if (!loaded.ok()) return fail(loaded.status());
     adapter = *loaded;
   }
@@ -266,7 +227,7 @@ int Trajectory(int argc, char** argv) {
     Summary summary;
   };
   std::vector<Baseline> baselines;
-  if (!flags.GetBool("no-baselines")) {
+  if (!args.no_baselines) {
     // Baselines draw uniform reference sets: the paper's protocol.
     auto variant = [&](SelectorStrategy selector, EstimatorMode mode) {
       TrajectoryConfig c = config;
@@ -290,12 +251,12 @@ int Trajectory(int argc, char** argv) {
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
 
   const int64_t epoch_count = main_run->per_seed.front().epochs;
-  if (flags.GetBool("json")) {
+  if (args.json) {
     std::string out = absl::StrFormat(
         R"({"data": %s, "questions": %d, "epochs": %d, "budget": %d, "ref_size": %d, )"
         R"("estimator": "%s", "selector": "%s", "reference_mode": "%s", )"
         R"("reference_sampling": "%s", "prior": %s, "seeds": [)",
-        JsonQuote(*data_path), data->pool.size(), epoch_count, config.budget, config.ref_size,
+        JsonQuote(args.data), data->pool.size(), epoch_count, config.budget, config.ref_size,
         std::string(EstimatorModeName(config.estimator.mode)),
         std::string(SelectorStrategyName(config.selector.strategy)), ref_mode,
         std::string(ReferenceSamplingName(config.reference_sampling)),
@@ -325,9 +286,8 @@ int Trajectory(int argc, char** argv) {
     return 0;
   }
   std::printf("trajectory replay of %s: %d questions, %d epochs, budget %d, K = %d (%s), %s\n",
-              data_path->c_str(), static_cast<int>(data->pool.size()),
-              static_cast<int>(epoch_count), static_cast<int>(config.budget),
-              static_cast<int>(config.ref_size), ref_mode.c_str(),
+              args.data.c_str(), static_cast<int>(data->pool.size()), static_cast<int>(epoch_count),
+              static_cast<int>(config.budget), static_cast<int>(config.ref_size), ref_mode.c_str(),
               config.estimator.use_priors ? "priors on" : "priors off");
   const bool with_replay = protocol.has_value();
   std::printf("%-34s %10s %9s %7s %10s", "configuration", "effective", "pearson", "mae",
@@ -353,29 +313,81 @@ int Trajectory(int argc, char** argv) {
 }
 
 }  // namespace
+
+void AddTrajectoryCommand(CLI::App* app, cli::Action* action) {
+  auto args = std::make_shared<TrajectoryArgs>();
+  CLI::App* t = cli::AddCommand(
+      app, "trajectory",
+      "replay a recorded GRPO run's per-question success rates through the estimator and "
+      "selector",
+      "Replays a recorded GRPO run: at epoch t the true success rate of a question is its "
+      "history[t]; every question handed out is reported back as round(G*rate) successes of G. "
+      "Estimates are scored over the whole pool at the start of each epoch, before its reports. "
+      "Prints the selection quality of the chosen configuration next to the uniform, history "
+      "and paper baselines computed in the same run.");
+  t->add_option("--data", args->data, "question JSONL with a `history` array per line")->required();
+  t->add_option("--embeddings", args->embeddings,
+                "N x D .npy of the questions' embeddings (default: the lines' own, else the "
+                "built-in text embedder)");
+  auto option = [t](const std::string& name, auto* value, const std::string& help) {
+    return t->add_option(name, *value, help)->capture_default_str();
+  };
+  option("--budget", &args->budget, "questions handed out per epoch (inline references included)");
+  option("--ref-size", &args->ref_size, "reference questions per epoch (K)");
+  option("--epochs", &args->epochs, "epochs to replay; 0 = the shortest history");
+  option("--group-size", &args->group_size, "rollouts per question (G)");
+  option("--estimator", &args->estimator, "default | history | paper");
+  option("--selector", &args->selector, "dots | uniform | greedy | band | thompson | posterior");
+  option("--alpha", &args->alpha, "target success rate");
+  option("--tau", &args->tau, "selection temperature");
+  option("--reference-mode", &args->reference_mode, "inline | paper | none");
+  t->add_option("--reference-sampling", args->reference_sampling,
+                "uniform | informative; default: informative for the default estimator, else "
+                "uniform");
+  option("--reference-coverage", &args->reference_coverage,
+         "informative sampling: fraction of K spent on the stalest");
+  option("--reference-sharpness", &args->reference_sharpness,
+         "informative sampling: exponent of P(informative)");
+  t->add_option("--adapter", args->adapter,
+                "paper adapter (.safetensors); default: identity projection");
+  option("--decay", &args->decay, "history decay per policy version (lambda)");
+  option("--prior-strength", &args->prior_strength, "pseudo-count of the prior mean (n0)");
+  option("--label-window", &args->label_window,
+         "policy versions a label stays in the labeled set; 0 = all");
+  t->add_option("--attention-tau", args->attention_tau,
+                "attention temperature (default: adapter's, 0.05 for identity)");
+  t->add_option("--top-k", args->top_k,
+                "attend to the top-k labeled questions only; 0 = all (default: adapter's)");
+  t->add_flag("--no-prior", args->no_prior, "ignore the pool's `prior` field");
+  t->add_flag("--no-model", args->no_model,
+              "default estimator without the online model (probe) feature");
+  option("--seed", &args->seed, "random seed");
+  t->add_option("--seeds", args->seeds, "several seeds, e.g. 1-5 or 1,3,7; metrics are averaged");
+  option("--protocol", &args->protocol,
+         "direct: estimator and selector called directly; run: through the service's run "
+         "protocol (core::Run) with rollout replay, one epoch = one step = one round");
+  option("--fresh-fraction", &args->fresh_fraction,
+         "run protocol: fresh share of each batch (delta)");
+  option("--replay-capacity", &args->replay_capacity,
+         "run protocol: replay store capacity in groups (C)");
+  option("--replay-strategy", &args->replay_strategy, "run protocol: uniform | targeted");
+  t->add_flag("--no-replay", args->no_replay, "run protocol: disable rollout replay");
+  t->add_flag("--no-baselines", args->no_baselines, "skip the uniform / history / paper baselines");
+  t->add_flag("--json", args->json, "print one JSON object instead of a table");
+  cli::RunsWhenSelected(t, action, [args] { return RunTrajectoryCommand(*args); });
+}
+
 }  // namespace dots::bench
 
 int main(int argc, char** argv) {
-  const std::string usage =
-      "usage: dots-bench COMMAND [flags]\n\n"
-      "commands:\n"
-      "  trajectory   replay a recorded GRPO run's per-question success rates through the\n"
-      "               estimator and selector (dots-bench trajectory --help)\n"
-      "  load         NextBatch / ReportRollouts QPS and latency against an in-process server\n"
-      "               and a bare gRPC baseline (dots-bench load --help)\n"
-      "  ingest       durable report ingest next to raw RocksDB puts (dots-bench ingest --help)\n"
-      "  restart      time to reopen a large durable run (dots-bench restart --help)\n"
-      "  soak         long training load against dots-server: errors, memory, latency drift\n"
-      "               (dots-bench soak --help)\n";
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::fputs(usage.c_str(), argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
-  }
-  if (std::string(argv[1]) == "trajectory") return dots::bench::Trajectory(argc, argv);
-  if (std::string(argv[1]) == "load") return dots::bench::Load(argc, argv);
-  if (std::string(argv[1]) == "ingest") return dots::bench::Ingest(argc, argv);
-  if (std::string(argv[1]) == "restart") return dots::bench::Restart(argc, argv);
-  if (std::string(argv[1]) == "soak") return dots::bench::Soak(argc, argv);
-  std::fprintf(stderr, "dots-bench: unknown command \"%s\"\n\n%s", argv[1], usage.c_str());
-  return 2;
+  CLI::App app("dots-bench: benchmarks of dots, each measured against a baseline in the same run.",
+               "dots-bench");
+  app.require_subcommand(1);
+  dots::cli::Action action;
+  dots::bench::AddTrajectoryCommand(&app, &action);
+  dots::bench::AddLoadCommand(&app, &action);
+  dots::bench::AddDurabilityCommands(&app, &action);
+  dots::bench::AddSoakCommand(&app, &action);
+  dots::cli::AddHelpCommand(&app, &action);
+  return dots::cli::ParseAndRun(app, argc, argv, &action);
 }

@@ -5,13 +5,15 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "core/util/file_util.h"
 #include "dots/v1/dots.grpc.pb.h"
+#include "proto/convert.h"
+#include "proto/payload_codec.h"
 
 namespace dots {
 namespace {
@@ -21,12 +23,6 @@ namespace pb = ::dots::v1;
 constexpr int64_t kMiB = int64_t{1} << 20;
 // Bytes a repeated message field costs on top of the element itself (tag + length varint).
 constexpr int64_t kFieldOverhead = 8;
-// Smallest payload slice worth a fragment of its own when a message is nearly full; below this a
-// new message is started instead of sending a sliver.
-constexpr int64_t kMinFragmentBytes = 4096;
-// Reassembly pre-allocates at most this much per group on the word of the server; the rest grows
-// as data actually arrives.
-constexpr int64_t kMaxPayloadReserve = 64 * kMiB;
 
 absl::Status FromGrpc(const grpc::Status& s) {
   if (s.ok()) return absl::OkStatus();
@@ -38,6 +34,11 @@ grpc::Status ProtocolError(const std::string& what) {
   return grpc::Status(grpc::StatusCode::INTERNAL, what);
 }
 
+// A decoder's complaint about the server's stream (INTERNAL, proto/payload_codec.h).
+grpc::Status ProtocolError(const absl::Status& status) {
+  return ProtocolError(std::string(status.message()));
+}
+
 // UNAVAILABLE is the server's "try again" (starting, draining, unreachable). gRPC reports an
 // HTTP/2 stream reset by a dying server as UNKNOWN "Stream removed"; that is the same condition
 // (Reverb rewrites it the same way, reverb/cc/support/grpc_util.h).
@@ -47,16 +48,13 @@ bool IsRetryable(const grpc::Status& s) {
           absl::StrContains(s.error_message(), "Stream removed"));
 }
 
-RunInfo FromProto(const pb::RunInfo& p) {
-  return RunInfo{p.run_id(), p.config_json(), p.pool_size(), p.created_unix_seconds(), p.token()};
-}
-
-void ToProto(const Question& q, const float* embedding, int64_t dim, pb::Question* p) {
-  p->set_key(q.key);
-  p->set_prompt(q.prompt);
-  p->set_metadata_json(q.metadata_json);
-  if (q.prior.has_value()) p->set_prior(*q.prior);
-  if (embedding != nullptr) p->mutable_embedding()->Add(embedding, embedding + dim);
+// A PEM file of a TLS connection, whole. NOT_FOUND / INTERNAL naming the file.
+absl::StatusOr<std::string> ReadPemFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot be opened"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return absl::InternalError(absl::StrCat(path, ": read error"));
+  return text;
 }
 
 }  // namespace
@@ -173,8 +171,10 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(Options options) {
   const int initial_ms = static_cast<int>(absl::ToInt64Milliseconds(options.initial_backoff));
   const int max_ms =
       static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(options.max_backoff), 1 << 30));
+  // (GRPC_ARG_MIN_RECONNECT_BACKOFF_MS is not a backoff but the shortest time a connection
+  // attempt is given, 20 s by default: set to our backoff, a handshake slower than ~100 ms, on
+  // a loaded machine or a long link, would never complete.)
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::max(initial_ms, 1));
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, std::max(initial_ms, 1));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, std::max(max_ms, 1));
   if (options.max_chunk_bytes > 3 * kMiB) {
     // Room for the chunk plus the message framing around its payload.
@@ -220,14 +220,14 @@ absl::Status Client::LoadTlsFiles(const std::string& ca_file, const std::string&
   Options loaded = *options;
   loaded.use_tls = true;
   if (!ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadFile(ca_file);
+    absl::StatusOr<std::string> ca = ReadPemFile(ca_file);
     if (!ca.ok()) return ca.status();
     loaded.tls_root_certs_pem = std::move(*ca);
   }
   if (!cert_file.empty()) {
-    absl::StatusOr<std::string> cert = ReadFile(cert_file);
+    absl::StatusOr<std::string> cert = ReadPemFile(cert_file);
     if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadFile(key_file);
+    absl::StatusOr<std::string> key = ReadPemFile(key_file);
     if (!key.ok()) return key.status();
     loaded.tls_cert_chain_pem = std::move(*cert);
     loaded.tls_private_key_pem = std::move(*key);
@@ -356,13 +356,7 @@ absl::StatusOr<UpsertResult> Client::UpsertQuestions(const std::string& run_id,
         return writer->Finish();
       });
   if (!s.ok()) return s;
-  UpsertResult result;
-  result.added = response.added();
-  result.updated = response.updated();
-  for (const pb::RejectedQuestion& r : response.rejected()) {
-    result.rejected.push_back(RejectedQuestion{r.index(), r.key(), r.error()});
-  }
-  return result;
+  return FromProto(response);
 }
 
 absl::Status Client::ExportRun(const std::string& run_id, const std::string& path,
@@ -450,8 +444,7 @@ absl::StatusOr<ImportProgress> Client::ImportPool(const std::string& run_id,
             impl_->stub().ImportPool(context, request);
         pb::ImportPoolProgress message;
         while (reader->Read(&message)) {
-          last = ImportProgress{message.questions_read(), message.added(), message.updated(),
-                                message.done()};
+          last = FromProto(message);
           if (progress) progress(last);
         }
         grpc::Status status = reader->Finish();
@@ -463,116 +456,6 @@ absl::StatusOr<ImportProgress> Client::ImportPool(const std::string& run_id,
   if (!s.ok()) return s;
   return last;
 }
-
-namespace {
-
-// Reassembles one NextBatch response stream into a BatchSlice, checking the chunk protocol of
-// dots.proto: header first and once, replay fragments consecutive per group with increasing
-// offsets, counts matching the header.
-class BatchAssembler {
- public:
-  grpc::Status Add(const pb::NextBatchChunk& chunk) {
-    if (chunk.has_header()) {
-      if (have_header_) return ProtocolError("NextBatch: a second chunk carries a header");
-      have_header_ = true;
-      const pb::BatchHeader& h = chunk.header();
-      slice_.step = h.step();
-      slice_.round = h.round();
-      slice_.reference_batch = h.reference_batch();
-      slice_.batch_size = h.batch_size();
-      item_count_ = h.item_count();
-      replay_count_ = h.replay_count();
-      if (item_count_ < 0 || replay_count_ < 0) {
-        return ProtocolError("NextBatch: header: negative item_count or replay_count");
-      }
-      slice_.items.reserve(static_cast<size_t>(std::min<int64_t>(item_count_, 1 << 20)));
-      slice_.replay.reserve(static_cast<size_t>(std::min<int64_t>(replay_count_, 1 << 20)));
-    } else if (!have_header_) {
-      return ProtocolError("NextBatch: the first chunk has no header");
-    }
-    for (const pb::BatchItem& item : chunk.items()) {
-      slice_.items.push_back(BatchItem{
-          item.key(), item.role() == pb::ROLE_REFERENCE ? ItemRole::kReference : ItemRole::kFresh,
-          item.prompt(), item.metadata_json()});
-    }
-    for (const pb::ReplayFragment& fragment : chunk.replay()) {
-      grpc::Status s = AddFragment(fragment);
-      if (!s.ok()) return s;
-    }
-    return grpc::Status::OK;
-  }
-
-  grpc::Status Finish() {
-    if (!have_header_) return ProtocolError("NextBatch: the stream carried no header");
-    if (static_cast<int64_t>(slice_.items.size()) != item_count_ ||
-        static_cast<int64_t>(slice_.replay.size()) != replay_count_) {
-      return ProtocolError(absl::StrCat("NextBatch: got ", slice_.items.size(), " items and ",
-                                        slice_.replay.size(), " replay groups, header says ",
-                                        item_count_, " and ", replay_count_));
-    }
-    if (!slice_.replay.empty()) {
-      const ReplayGroup& g = slice_.replay.back();
-      if (static_cast<int64_t>(g.payload.size()) != expected_payload_) {
-        return ProtocolError(absl::StrCat("NextBatch: replay group ", slice_.replay.size() - 1,
-                                          " (key \"", g.key, "\") ended after ", g.payload.size(),
-                                          " of ", expected_payload_, " payload bytes"));
-      }
-    }
-    return grpc::Status::OK;
-  }
-
-  BatchSlice Take() { return std::move(slice_); }
-
- private:
-  grpc::Status AddFragment(const pb::ReplayFragment& f) {
-    const int64_t next = static_cast<int64_t>(slice_.replay.size());
-    if (f.offset() == 0 && f.index() == next) {  // a new group
-      if (next > 0) {
-        const ReplayGroup& previous = slice_.replay.back();
-        if (static_cast<int64_t>(previous.payload.size()) != expected_payload_) {
-          return ProtocolError(absl::StrCat("NextBatch: replay group ", next - 1, " (key \"",
-                                            previous.key, "\") has ", previous.payload.size(),
-                                            " of ", expected_payload_, " payload bytes when group ",
-                                            next, " starts"));
-        }
-      }
-      if (f.payload_size() < 0) {
-        return ProtocolError(absl::StrCat("NextBatch: replay group ", next,
-                                          ": negative payload_size ", f.payload_size()));
-      }
-      ReplayGroup group;
-      group.key = f.key();
-      group.step = f.step();
-      group.policy_version = f.policy_version();
-      group.rewards.assign(f.rewards().begin(), f.rewards().end());
-      group.payload.reserve(static_cast<size_t>(std::min(f.payload_size(), kMaxPayloadReserve)));
-      slice_.replay.push_back(std::move(group));
-      expected_payload_ = f.payload_size();
-    } else if (next == 0 || f.index() != next - 1 ||
-               f.offset() != static_cast<int64_t>(slice_.replay.back().payload.size())) {
-      return ProtocolError(
-          absl::StrCat("NextBatch: replay fragment out of order: index ", f.index(), " offset ",
-                       f.offset(), "; expected index ", next - 1, " offset ",
-                       next == 0 ? 0 : static_cast<int64_t>(slice_.replay.back().payload.size()),
-                       " or index ", next, " offset 0"));
-    }
-    std::string& payload = slice_.replay.back().payload;
-    if (static_cast<int64_t>(payload.size() + f.data().size()) > expected_payload_) {
-      return ProtocolError(absl::StrCat("NextBatch: replay group ", f.index(),
-                                        ": fragments exceed payload_size ", expected_payload_));
-    }
-    payload.append(f.data());
-    return grpc::Status::OK;
-  }
-
-  BatchSlice slice_;
-  bool have_header_ = false;
-  int64_t item_count_ = 0;
-  int64_t replay_count_ = 0;
-  int64_t expected_payload_ = 0;  // of the last group
-};
-
-}  // namespace
 
 absl::StatusOr<BatchSlice> Client::NextBatch(const std::string& run_id, int64_t step, int rank,
                                              int world_size, int64_t policy_version,
@@ -590,24 +473,25 @@ absl::StatusOr<BatchSlice> Client::NextBatch(const std::string& run_id, int64_t 
   BatchSlice slice;
   absl::Status s = impl_->Call(
       /*retry=*/true, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
-        BatchAssembler assembler;
+        BatchDecoder decoder;
         std::unique_ptr<grpc::ClientReader<pb::NextBatchChunk>> reader =
             impl_->stub().NextBatch(context, request);
         pb::NextBatchChunk chunk;
-        grpc::Status protocol = grpc::Status::OK;
+        absl::Status protocol;
         while (reader->Read(&chunk)) {
-          protocol = assembler.Add(chunk);
+          protocol = decoder.Add(chunk);
           if (!protocol.ok()) {
             context->TryCancel();
             break;
           }
         }
         grpc::Status status = reader->Finish();
-        if (!protocol.ok()) return protocol;
+        if (!protocol.ok()) return ProtocolError(protocol);
         if (!status.ok()) return status;
-        status = assembler.Finish();
-        if (status.ok()) slice = assembler.Take();
-        return status;
+        absl::StatusOr<BatchSlice> decoded = decoder.Finish();
+        if (!decoded.ok()) return ProtocolError(decoded.status());
+        slice = std::move(*decoded);
+        return grpc::Status::OK;
       });
   if (!s.ok()) return s;
   return slice;
@@ -635,61 +519,16 @@ absl::StatusOr<ReportResult> Client::ReportRollouts(const std::string& run_id, i
         response.Clear();
         std::unique_ptr<grpc::ClientWriter<pb::ReportRolloutsRequest>> writer =
             impl_->stub().ReportRollouts(context, &response);
+        ReportEncoder encoder(run_id, step, groups, {.max_message_bytes = budget});
         pb::ReportRolloutsRequest request;
-        request.set_run_id(run_id);
-        request.set_step(step);
-        int64_t request_bytes = static_cast<int64_t>(request.ByteSizeLong());
-        bool stream_ok = true;
-        bool wrote_any = false;
-        auto flush = [&]() {
-          stream_ok = writer->Write(request);
-          wrote_any = true;
-          request.Clear();
-          request_bytes = 0;
-        };
-        for (const RolloutReport& group : groups) {
-          const int64_t size = static_cast<int64_t>(group.payload.size());
-          int64_t offset = 0;
-          // Every fragment repeats key, payload_size and policy_version (a few bytes) so each is
-          // self-describing; rewards ride on the first only. An empty payload is one fragment.
-          do {
-            const int64_t header =
-                static_cast<int64_t>(group.key.size()) + 48 +
-                (offset == 0 ? 4 * static_cast<int64_t>(group.rewards.size()) : 0);
-            int64_t room = budget - request_bytes - header - kFieldOverhead;
-            if (request.groups_size() > 0 && room < std::min(size - offset, kMinFragmentBytes)) {
-              flush();
-              if (!stream_ok) break;
-              room = budget - header - kFieldOverhead;
-            }
-            const int64_t take = std::min(size - offset, std::max(room, kMinFragmentBytes));
-            pb::RolloutFragment* fragment = request.add_groups();
-            fragment->set_key(group.key);
-            if (offset == 0) {
-              fragment->mutable_rewards()->Add(group.rewards.begin(), group.rewards.end());
-            }
-            fragment->set_policy_version(group.policy_version);
-            fragment->set_payload_size(size);
-            fragment->set_offset(offset);
-            fragment->set_data(group.payload.data() + offset, static_cast<size_t>(take));
-            request_bytes += static_cast<int64_t>(fragment->ByteSizeLong()) + kFieldOverhead;
-            offset += take;
-          } while (offset < size);
-          if (!stream_ok) break;
+        while (encoder.Next(&request)) {
+          if (!writer->Write(request)) break;  // Finish reports why
         }
-        // The first message carries run and step even when there is nothing to report.
-        if (stream_ok && (request.groups_size() > 0 || !wrote_any)) flush();
         writer->WritesDone();
         return writer->Finish();
       });
   if (!s.ok()) return s;
-  ReportResult result;
-  result.accepted = response.accepted();
-  result.duplicates = response.duplicates();
-  for (const pb::RejectedGroup& r : response.rejected()) {
-    result.rejected.emplace_back(r.key(), r.error());
-  }
-  return result;
+  return FromProto(response);
 }
 
 absl::StatusOr<std::vector<QuestionEstimate>> Client::GetEstimates(
@@ -720,10 +559,7 @@ absl::StatusOr<std::vector<QuestionEstimate>> Client::GetEstimates(
             return impl_->stub().GetEstimates(context, request, &response);
           });
       if (!s.ok()) return s;
-      for (const pb::QuestionEstimate& e : response.estimates()) {
-        out.push_back(
-            QuestionEstimate{e.key(), e.p_hat(), e.observations(), e.last_policy_version()});
-      }
+      for (const pb::QuestionEstimate& e : response.estimates()) out.push_back(FromProto(e));
       if (!response.next_page_token().empty() &&
           response.next_page_token() == request.page_token()) {
         return absl::InternalError("GetEstimates: the server repeated the page token");
@@ -746,26 +582,7 @@ absl::StatusOr<RunStats> Client::GetRunStats(const std::string& run_id, const Ca
         return impl_->stub().GetRunStats(context, request, &p);
       });
   if (!s.ok()) return s;
-  RunStats stats;
-  stats.step = p.step();
-  stats.round = p.round();
-  stats.pool_size = p.pool_size();
-  stats.reported_groups = p.reported_groups();
-  stats.duplicate_reports = p.duplicate_reports();
-  stats.rejected_reports = p.rejected_reports();
-  stats.effective_ratio_last_step = p.effective_ratio_last_step();
-  stats.effective_groups = p.effective_groups();
-  stats.solve_all_groups = p.solve_all_groups();
-  stats.solve_none_groups = p.solve_none_groups();
-  stats.replay_groups = p.replay_groups();
-  stats.replay_bytes = p.replay_bytes();
-  stats.replayed_groups = p.replayed_groups();
-  stats.leases_outstanding = p.leases_outstanding();
-  stats.leases_expired = p.leases_expired();
-  stats.rounds_planned = p.rounds_planned();
-  stats.last_planning_seconds = p.last_planning_seconds();
-  stats.policy_version = p.policy_version();
-  return stats;
+  return FromProto(p);
 }
 
 }  // namespace dots

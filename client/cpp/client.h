@@ -1,6 +1,8 @@
 // dots::Client: the C++ client of the dots service (proto/dots/v1/dots.proto), for trainers,
-// launchers and dotsctl. Plain C++ types in and out (the core's Question, BatchSlice,
-// RolloutReport, ...); no gRPC type appears in this header.
+// launchers and dotsctl. Plain C++ types in and out (core/types.h: Question, BatchSlice,
+// RolloutReport, ...); no gRPC type appears in this header. The library (CMake target
+// dots_client) links gRPC, protobuf and Abseil only, nothing of the engine: a trainer that links
+// it does not pull in RocksDB, FAISS or a BLAS (tests/client/trainer_program.cc).
 //
 // Errors. Every method returns the server's status with its gRPC code mapped 1:1 onto
 // absl::StatusCode and its message verbatim (e.g. NOT_FOUND `run_id: no run "x"`); problems the
@@ -50,25 +52,6 @@
 #include "core/types.h"
 
 namespace dots {
-
-// A run as the server describes it (RunInfo in the proto).
-struct RunInfo {
-  std::string run_id;
-  std::string config_json;  // canonical config: every key with its effective value
-  int64_t pool_size = 0;
-  int64_t created_unix_seconds = 0;
-  // The run's bearer token: only from CreateRun and ImportRun on a server with access control
-  // on (dots-server --admin_token_file), and never again. Empty otherwise.
-  std::string token{};
-};
-
-// Progress of a server-side ImportPool; the last message has done = true.
-struct ImportProgress {
-  int64_t questions_read = 0;
-  int64_t added = 0;
-  int64_t updated = 0;
-  bool done = false;
-};
 
 // Per-call settings; the defaults come from Client::Options.
 struct CallOptions {

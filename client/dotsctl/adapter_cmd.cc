@@ -7,12 +7,14 @@
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "client/cli/flags.h"
+#include "client/cli/cli.h"
 #include "client/dotsctl/commands.h"
 #include "core/estimation/adapter_offline.h"
 #include "core/estimation/estimator.h"
@@ -25,13 +27,6 @@
 
 namespace dots::dotsctl {
 namespace {
-
-constexpr char kAdapterUsage[] =
-    "usage: dotsctl adapter SUBCOMMAND [flags]\n\n"
-    "subcommands:\n"
-    "  train --questions Q.jsonl [--embeddings E.npy] --labels L.jsonl --out A.safetensors\n"
-    "        train the paper's difficulty adapter on labeled pass rates\n\n"
-    "Run `dotsctl adapter train --help` for the flags.\n";
 
 constexpr char kTrainDescription[] =
     "Trains the paper's difficulty adapter (Sun et al. 2025: two 3-layer GELU projections of\n"
@@ -77,9 +72,29 @@ std::string MetricsText(const PredictionMetrics& m) {
                          m.mae, m.interval_precision, m.interval_base_rate);
 }
 
-absl::StatusOr<int64_t> IntFlag(const cli::FlagSet& flags, const std::string& name, int64_t lo,
-                                int64_t hi) {
-  DOTS_ASSIGN_OR_RETURN(int64_t v, flags.GetInt(name));
+// The flags of `dotsctl adapter train`, as given (ranges are checked by Train).
+struct TrainArgs {
+  std::string questions, embeddings, labels, out;
+  int64_t epochs = 20;
+  double lr = 1e-3;
+  int64_t batch_size = 256;
+  int64_t ref_size = 256;
+  int64_t seed = 1;
+  std::optional<int64_t> hidden, layers, top_k;
+  double dropout = 0.1;
+  std::optional<double> tau;
+  std::string warm_start;
+  double holdout = 0.1;
+  std::string holdout_source;
+  int64_t eval_every = 1;
+  int64_t eval_ref_size = 256;
+  int64_t text_dim = 256;
+  std::string embeddings_out;
+  int64_t threads = 0;
+  bool quiet = false;
+};
+
+absl::StatusOr<int64_t> InRange(const std::string& name, int64_t v, int64_t lo, int64_t hi) {
   if (v < lo || v > hi) {
     return absl::InvalidArgumentError(
         absl::StrCat("--", name, ": ", v, " is outside [", lo, ", ", hi, "]"));
@@ -87,8 +102,7 @@ absl::StatusOr<int64_t> IntFlag(const cli::FlagSet& flags, const std::string& na
   return v;
 }
 
-absl::StatusOr<double> PositiveFlag(const cli::FlagSet& flags, const std::string& name) {
-  DOTS_ASSIGN_OR_RETURN(double v, flags.GetDouble(name));
+absl::StatusOr<double> Positive(const std::string& name, double v) {
   if (!(v > 0) || !std::isfinite(v)) {
     return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", v, " is not > 0"));
   }
@@ -143,51 +157,53 @@ class Progress {
   std::chrono::steady_clock::time_point last_{};
 };
 
-absl::Status Train(const cli::FlagSet& flags) {
-  DOTS_ASSIGN_OR_RETURN(const std::string questions, flags.Require("questions"));
-  DOTS_ASSIGN_OR_RETURN(const std::string labels_path, flags.Require("labels"));
-  DOTS_ASSIGN_OR_RETURN(const std::string out_path, flags.Require("out"));
+absl::Status Train(const TrainArgs& args) {
+  const std::string& questions = args.questions;
+  const std::string& labels_path = args.labels;
+  const std::string& out_path = args.out;
 
   OfflineTrainingConfig config;
   AdapterTrainingOptions& t = config.training;
-  DOTS_ASSIGN_OR_RETURN(t.epochs, IntFlag(flags, "epochs", 1, 100000));
-  DOTS_ASSIGN_OR_RETURN(t.learning_rate, PositiveFlag(flags, "lr"));
-  DOTS_ASSIGN_OR_RETURN(t.batch_size, IntFlag(flags, "batch-size", 1, 1 << 20));
-  DOTS_ASSIGN_OR_RETURN(t.ref_size, IntFlag(flags, "ref-size", 2, 1 << 20));
+  DOTS_ASSIGN_OR_RETURN(t.epochs, InRange("epochs", args.epochs, 1, 100000));
+  DOTS_ASSIGN_OR_RETURN(t.learning_rate, Positive("lr", args.lr));
+  DOTS_ASSIGN_OR_RETURN(t.batch_size, InRange("batch-size", args.batch_size, 1, 1 << 20));
+  DOTS_ASSIGN_OR_RETURN(t.ref_size, InRange("ref-size", args.ref_size, 2, 1 << 20));
   DOTS_ASSIGN_OR_RETURN(int64_t seed,
-                        IntFlag(flags, "seed", 0, std::numeric_limits<int64_t>::max()));
+                        InRange("seed", args.seed, 0, std::numeric_limits<int64_t>::max()));
   config.seed = static_cast<uint64_t>(seed);
-  DOTS_ASSIGN_OR_RETURN(const double dropout, flags.GetDouble("dropout"));
+  const double dropout = args.dropout;
   if (!(dropout >= 0 && dropout < 1)) {
     return absl::InvalidArgumentError(absl::StrCat("--dropout: ", dropout, " is not in [0, 1)"));
   }
   t.dropout = static_cast<float>(dropout);
-  if (flags.Has("hidden")) {
-    DOTS_ASSIGN_OR_RETURN(t.hidden_size, IntFlag(flags, "hidden", 1, 65536));
+  if (args.hidden.has_value()) {
+    DOTS_ASSIGN_OR_RETURN(t.hidden_size, InRange("hidden", *args.hidden, 1, 65536));
   }
-  if (flags.Has("layers")) {
-    DOTS_ASSIGN_OR_RETURN(t.num_layers, IntFlag(flags, "layers", 1, 64));
+  if (args.layers.has_value()) {
+    DOTS_ASSIGN_OR_RETURN(t.num_layers, InRange("layers", *args.layers, 1, 64));
   }
-  if (flags.Has("tau")) {
-    DOTS_ASSIGN_OR_RETURN(const double tau, PositiveFlag(flags, "tau"));
+  if (args.tau.has_value()) {
+    DOTS_ASSIGN_OR_RETURN(const double tau, Positive("tau", *args.tau));
     t.tau = static_cast<float>(tau);
   }
-  if (flags.Has("top-k")) {
-    DOTS_ASSIGN_OR_RETURN(t.top_k, IntFlag(flags, "top-k", 0, 1 << 20));
+  if (args.top_k.has_value()) {
+    DOTS_ASSIGN_OR_RETURN(t.top_k, InRange("top-k", *args.top_k, 0, 1 << 20));
   }
-  DOTS_ASSIGN_OR_RETURN(t.threads, IntFlag(flags, "threads", 0, 1024));
-  DOTS_ASSIGN_OR_RETURN(config.holdout_fraction, flags.GetDouble("holdout"));
+  DOTS_ASSIGN_OR_RETURN(t.threads, InRange("threads", args.threads, 0, 1024));
+  config.holdout_fraction = args.holdout;
   if (!(config.holdout_fraction >= 0 && config.holdout_fraction < 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--holdout: ", config.holdout_fraction, " is not in [0, 1)"));
   }
-  config.holdout_source = flags.Get("holdout-source");
-  DOTS_ASSIGN_OR_RETURN(config.eval_every, IntFlag(flags, "eval-every", 0, 100000));
-  DOTS_ASSIGN_OR_RETURN(config.eval.ref_size, IntFlag(flags, "eval-ref-size", 2, 1 << 20));
-  DOTS_ASSIGN_OR_RETURN(const int64_t text_dim, IntFlag(flags, "text-dim", 1, kMaxEmbeddingDim));
-  const bool quiet = flags.GetBool("quiet");
+  config.holdout_source = args.holdout_source;
+  DOTS_ASSIGN_OR_RETURN(config.eval_every, InRange("eval-every", args.eval_every, 0, 100000));
+  DOTS_ASSIGN_OR_RETURN(config.eval.ref_size,
+                        InRange("eval-ref-size", args.eval_ref_size, 2, 1 << 20));
+  DOTS_ASSIGN_OR_RETURN(const int64_t text_dim,
+                        InRange("text-dim", args.text_dim, 1, kMaxEmbeddingDim));
+  const bool quiet = args.quiet;
 
-  DOTS_ASSIGN_OR_RETURN(Pool pool, LoadPool(questions, flags.Get("embeddings")));
+  DOTS_ASSIGN_OR_RETURN(Pool pool, LoadPool(questions, args.embeddings));
   std::map<std::string, std::string> metadata = {{"trained_by", "dotsctl adapter train"},
                                                  {"seed", absl::StrCat(config.seed)},
                                                  {"epochs", absl::StrCat(t.epochs)}};
@@ -202,16 +218,16 @@ absl::Status Train(const cli::FlagSet& flags) {
     metadata["embeddings"] =
         absl::StrCat("dots text embedder, dimension ", text_dim, ", fitted on ", questions);
   } else {
-    metadata["embeddings"] = flags.Has("embeddings") ? flags.Get("embeddings") : questions;
+    metadata["embeddings"] = !args.embeddings.empty() ? args.embeddings : questions;
   }
-  if (flags.Has("embeddings-out")) {
-    DOTS_RETURN_IF_ERROR(WriteNpy(flags.Get("embeddings-out"), pool.embeddings()));
+  if (!args.embeddings_out.empty()) {
+    DOTS_RETURN_IF_ERROR(WriteNpy(args.embeddings_out, pool.embeddings()));
   }
   DOTS_ASSIGN_OR_RETURN(LabelFile labels, LoadLabels(labels_path, pool));
   std::shared_ptr<const Adapter> start;
-  if (flags.Has("warm-start")) {
-    DOTS_ASSIGN_OR_RETURN(start, Adapter::Load(flags.Get("warm-start")));
-    metadata["warm_start"] = flags.Get("warm-start");
+  if (!args.warm_start.empty()) {
+    DOTS_ASSIGN_OR_RETURN(start, Adapter::Load(args.warm_start));
+    metadata["warm_start"] = args.warm_start;
   }
 
   Progress progress(quiet);
@@ -252,61 +268,62 @@ absl::Status Train(const cli::FlagSet& flags) {
   return absl::OkStatus();
 }
 
-int TrainCommand(int argc, char** argv) {
-  cli::FlagSet flags(
-      "dotsctl adapter train --questions Q.jsonl [--embeddings E.npy] --labels L.jsonl "
-      "--out A.safetensors [flags]",
-      kTrainDescription);
-  flags.Add("questions", "question pool JSONL");
-  flags.Add("embeddings", ".npy float32/float16 matrix N x D in pool order");
-  flags.Add("labels", "labels JSONL: {\"key\", \"source\", \"rate\"} per line");
-  flags.Add("out", "adapter file to write (.safetensors)");
-  flags.Add("epochs", "passes over the training labels", "20");
-  flags.Add("lr", "peak learning rate (Adam)", "0.001");
-  flags.Add("batch-size", "questions per step", "256");
-  flags.Add("ref-size", "references sampled per step (shared by the step's questions)", "256");
-  flags.Add("seed", "seed of every random choice (weights, order, references, dropout)", "1");
-  flags.Add("hidden", "projection width h of a fresh adapter (default 896)");
-  flags.Add("layers", "Linear layers per projection of a fresh adapter (default 3)");
-  flags.Add("dropout", "dropout between the projection layers", "0.1");
-  flags.Add("tau", "attention temperature (default: the warm start's, else 1)");
-  flags.Add("top-k", "attend to each question's top-k references only (default 0 = all)");
-  flags.Add("warm-start", "adapter file to fine-tune instead of fresh weights");
-  flags.Add("holdout", "fraction of labeled questions held out for evaluation", "0.1");
-  flags.Add("holdout-source", "a source held out of training and evaluated");
-  flags.Add("eval-every", "evaluate every N epochs (0 = at the end only)", "1");
-  flags.Add("eval-ref-size", "references per held-out evaluation split", "256");
-  flags.Add("text-dim", "dimension of the built-in text embedding (no --embeddings)", "256");
-  flags.Add("embeddings-out", "write the embeddings used (e.g. text embeddings) as .npy");
-  flags.Add("threads", "OpenMP threads (0 = OMP_NUM_THREADS or all cores)", "0");
-  flags.AddBool("quiet", "no progress or evaluation lines on stderr");
-  absl::StatusOr<bool> parsed = flags.Parse(argc, argv, 3);
-  if (!parsed.ok()) {
-    return UsageError("adapter train", std::string(parsed.status().message()));
-  }
-  if (!*parsed) return 0;
-  const absl::Status s = Train(flags);
-  if (!s.ok()) {
+}  // namespace
+
+void AddAdapterCommands(CLI::App* app, cli::Action* action) {
+  CLI::App* adapter = cli::AddCommand(app, "adapter", "the paper's difficulty adapter, offline");
+  adapter->require_subcommand(1);
+  auto args = std::make_shared<TrainArgs>();
+  CLI::App* train = cli::AddCommand(adapter, "train",
+                                    "train the paper's difficulty adapter on labeled pass rates",
+                                    kTrainDescription);
+  train->add_option("--questions", args->questions, "question pool JSONL")->required();
+  train->add_option("--embeddings", args->embeddings,
+                    ".npy float32/float16 matrix N x D in pool order");
+  train
+      ->add_option("--labels", args->labels,
+                   "labels JSONL: {\"key\", \"source\", \"rate\"} per line")
+      ->required();
+  train->add_option("--out", args->out, "adapter file to write (.safetensors)")->required();
+  auto option = [train](const std::string& name, auto* value, const std::string& help) {
+    return train->add_option(name, *value, help)->capture_default_str();
+  };
+  option("--epochs", &args->epochs, "passes over the training labels");
+  option("--lr", &args->lr, "peak learning rate (Adam)");
+  option("--batch-size", &args->batch_size, "questions per step");
+  option("--ref-size", &args->ref_size,
+         "references sampled per step (shared by the step's questions)");
+  option("--seed", &args->seed,
+         "seed of every random choice (weights, order, references, dropout)");
+  train->add_option("--hidden", args->hidden,
+                    "projection width h of a fresh adapter (default 896)");
+  train->add_option("--layers", args->layers,
+                    "Linear layers per projection of a fresh adapter (default 3)");
+  option("--dropout", &args->dropout, "dropout between the projection layers");
+  train->add_option("--tau", args->tau,
+                    "attention temperature (default: the warm start's, else 1)");
+  train->add_option("--top-k", args->top_k,
+                    "attend to each question's top-k references only (default 0 = all)");
+  train->add_option("--warm-start", args->warm_start,
+                    "adapter file to fine-tune instead of fresh weights");
+  option("--holdout", &args->holdout, "fraction of labeled questions held out for evaluation");
+  train->add_option("--holdout-source", args->holdout_source,
+                    "a source held out of training and evaluated");
+  option("--eval-every", &args->eval_every, "evaluate every N epochs (0 = at the end only)");
+  option("--eval-ref-size", &args->eval_ref_size, "references per held-out evaluation split");
+  option("--text-dim", &args->text_dim,
+         "dimension of the built-in text embedding (no --embeddings)");
+  train->add_option("--embeddings-out", args->embeddings_out,
+                    "write the embeddings used (e.g. text embeddings) as .npy");
+  option("--threads", &args->threads, "OpenMP threads (0 = OMP_NUM_THREADS or all cores)");
+  train->add_flag("--quiet", args->quiet, "no progress or evaluation lines on stderr");
+  cli::RunsWhenSelected(train, action, [args] {
+    const absl::Status s = Train(*args);
+    if (s.ok()) return 0;
     std::fprintf(stderr, "%sdotsctl adapter train: %s\n", isatty(STDERR_FILENO) ? "\n" : "",
                  std::string(s.message()).c_str());
     return 1;
-  }
-  return 0;
-}
-
-}  // namespace
-
-int AdapterCommand(int argc, char** argv) {
-  const std::string sub = argc > 2 ? argv[2] : "";
-  if (sub == "train") return TrainCommand(argc, argv);
-  if (sub == "--help" || sub == "-h" || sub == "help") {
-    std::fputs(kAdapterUsage, stdout);
-    return 0;
-  }
-  std::fprintf(stderr, "dotsctl adapter: %s\n\n%s",
-               sub.empty() ? "missing subcommand" : ("unknown subcommand \"" + sub + "\"").c_str(),
-               kAdapterUsage);
-  return 2;
+  });
 }
 
 }  // namespace dots::dotsctl

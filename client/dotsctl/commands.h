@@ -1,70 +1,73 @@
-// dotsctl subcommands. Each takes the full argv (argv[1] is the subcommand) and returns the
-// process exit code: 0 success, 1 failure (message on stderr), 2 usage error.
+// dotsctl's subcommands, registered on the CLI11 app of main.cc:
+//
+//   estimate                                   offline estimation (estimate.cc)
+//   run create | get | list | delete | export | import    (run_cmd.cc)
+//   pool load | import                                     (pool_cmd.cc)
+//   next, report                                           (train_cmd.cc)
+//   estimates, stats                                       (inspect_cmd.cc)
+//
+// Every networked command talks to a dots-server through dots::Client with the connection flags
+// of the root app (given before or after the command). Exit codes: 0 success, 1 failure (the
+// gRPC code and message on stderr), 2 usage error (client/cli/cli.h).
 #ifndef DOTS_CLIENT_DOTSCTL_COMMANDS_H_
 #define DOTS_CLIENT_DOTSCTL_COMMANDS_H_
 
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
-#include "client/cli/flags.h"
+#include "client/cli/cli.h"
 #include "client/cpp/client.h"
 
 namespace dots::dotsctl {
 
-// `dotsctl estimate`: offline p_hat for every pool question from labeled outcomes.
-int Estimate(int argc, char** argv);
-// `dotsctl adapter train`: offline training of the paper adapter (adapter_cmd.cc).
-int AdapterCommand(int argc, char** argv);
+// The help group of the connection flags (cli::Formatter shows it under every networked command).
+inline constexpr char kConnectionGroup[] = "Connection flags (before or after the command)";
 
-// Networked subcommands (talk to a dots-server through dots::Client).
-int RunCommand(int argc, char** argv);        // run create|get|list|delete (run_cmd.cc)
-int PoolCommand(int argc, char** argv);       // pool load|import (pool_cmd.cc)
-int NextCommand(int argc, char** argv);       // next (train_cmd.cc)
-int ReportCommand(int argc, char** argv);     // report (train_cmd.cc)
-int EstimatesCommand(int argc, char** argv);  // estimates (inspect_cmd.cc)
-int StatsCommand(int argc, char** argv);      // stats (inspect_cmd.cc)
-
-// ---- shared by the networked subcommands (remote.cc) ----
-
-// Names of the flags every networked command accepts, for main.cc to move them from before the
-// command to after it ("dotsctl --server X run list" == "dotsctl run list --server X").
-bool IsConnectionFlag(std::string_view name);
-bool IsBoolConnectionFlag(std::string_view name);
-
-// Declares --server (default $DOTS_SERVER, else 127.0.0.1:50051), --token (default $DOTS_TOKEN),
-// --json and --timeout (seconds per call, `default_timeout_seconds` unless given).
-void AddConnectionFlags(cli::FlagSet* flags, double default_timeout_seconds);
-
-// A client for the flags of AddConnectionFlags. INVALID_ARGUMENT for a bad --timeout.
-absl::StatusOr<std::unique_ptr<Client>> ConnectFromFlags(const cli::FlagSet& flags);
-// The same, or nullptr after printing a usage error naming `command` (then exit with 2).
-std::unique_ptr<Client> Connect(const std::string& command, const cli::FlagSet& flags);
-
-// Parsed command line of a subcommand with positional arguments: argv[first..) minus the
-// positionals, which FlagSet does not take. A `--name` without '=' that is not a boolean flag
-// consumes the next argument as its value.
-struct SplitArgs {
-  std::vector<std::string> positionals;
-  std::vector<char*>
-      flag_argv;  // argv[0] followed by the flag arguments, for FlagSet::Parse(.., 1)
+// The connection flags, filled by parsing.
+struct Connection {
+  std::string server;                        // --server, else $DOTS_SERVER, else 127.0.0.1:50051
+  std::string token;                         // --token, else $DOTS_TOKEN
+  bool tls = false;                          // --tls
+  std::string ca_file, cert_file, key_file;  // --ca_file etc., else $DOTS_CA_FILE etc.
+  bool json = false;                         // --json (machine output: always)
+  double timeout_seconds = 0;                // --timeout; 0 = the command's default
 };
-SplitArgs SplitPositionals(int argc, char** argv, int first,
-                           const std::vector<std::string>& bool_flags);
 
-// Parses `args` into `flags` and checks that there are exactly `positionals` positionals.
-// Returns nullopt to go on, or the exit code to return now: 0 after printing --help, 2 after
-// printing a usage error naming `command` (e.g. "run create").
-std::optional<int> ParseCommandLine(const std::string& command, const SplitArgs& args,
-                                    size_t positionals, cli::FlagSet* flags);
+// Declares the connection flags on the root app.
+void AddConnectionFlags(CLI::App* app, Connection* connection);
+
+// A networked subcommand of `parent` (cli::AddCommand): it falls through to the root for the
+// connection flags, and its help states `default_timeout_seconds` after `details`.
+CLI::App* AddNetworkedCommand(CLI::App* parent, const std::string& name, const std::string& summary,
+                              const std::string& details, double default_timeout_seconds);
+
+void AddEstimateCommand(CLI::App* app, cli::Action* action);
+// `dotsctl adapter train` (adapter_cmd.cc): offline training of the paper adapter.
+void AddAdapterCommands(CLI::App* app, cli::Action* action);
+void AddRunCommands(CLI::App* app, const Connection* connection, cli::Action* action);
+void AddPoolCommands(CLI::App* app, const Connection* connection, cli::Action* action);
+void AddTrainingCommands(CLI::App* app, const Connection* connection, cli::Action* action);
+void AddInspectionCommands(CLI::App* app, const Connection* connection, cli::Action* action);
+
+// Makes `command`, when the command line selects it, store in *action a call of
+// run(*args, *connection) (run after parsing, with every flag in place).
+template <typename Args>
+void RunsWith(CLI::App* command, cli::Action* action, std::shared_ptr<Args> args,
+              const Connection* connection, int (*run)(const Args&, const Connection&)) {
+  cli::RunsWhenSelected(command, action,
+                        [args, connection, run] { return run(*args, *connection); });
+}
+
+// A client for `connection`, with `default_timeout_seconds` unless --timeout was given; nullptr
+// after printing a usage error naming `command` (then exit with 2): an unreadable TLS file.
+std::unique_ptr<Client> Connect(const std::string& command, const Connection& connection,
+                                double default_timeout_seconds);
 
 // Prints "dotsctl: CODE: message" to stderr (CODE as in NOT_FOUND) and returns 1.
 int Fail(const absl::Status& status);
-// Prints "dotsctl COMMAND: message" and a hint to stderr and returns 2.
+// Prints "dotsctl COMMAND: message (see dotsctl COMMAND --help)" to stderr and returns 2.
 int UsageError(const std::string& command, std::string_view message);
 // Writes `json` and a newline to stdout.
 void PrintJson(const std::string& json);

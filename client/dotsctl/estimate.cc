@@ -2,12 +2,12 @@
 //                  [--adapter A.safetensors] [--mode paper|history|default] [--config run.json]
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
-#include "client/cli/flags.h"
 #include "client/dotsctl/commands.h"
 #include "core/estimation/estimator.h"
 #include "core/estimation/estimator_config.h"
@@ -45,42 +45,49 @@ absl::StatusOr<std::vector<Label>> ReadLabels(const std::string& path, const Poo
   return labels;
 }
 
-absl::Status Run(const cli::FlagSet& flags) {
-  DOTS_ASSIGN_OR_RETURN(std::string questions, flags.Require("questions"));
-  DOTS_ASSIGN_OR_RETURN(std::string labels_path, flags.Require("labels"));
+struct EstimateArgs {
+  std::string questions;   // --questions
+  std::string embeddings;  // --embeddings
+  std::string labels;      // --labels
+  std::string adapter;     // --adapter
+  std::string mode;        // --mode
+  std::string config;      // --config
+};
+
+absl::Status Run(const EstimateArgs& args) {
   EstimatorConfig config;
   int group_size = 8;
   std::string config_text;
-  if (flags.Has("config")) {
-    DOTS_ASSIGN_OR_RETURN(config_text, ReadFile(flags.Get("config")));
+  if (!args.config.empty()) {
+    DOTS_ASSIGN_OR_RETURN(config_text, ReadFile(args.config));
     absl::StatusOr<JsonValue> run = ParseJson(config_text);
     if (!run.ok() || !run->is_object()) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: not a JSON object%s", flags.Get("config"),
+          "%s: not a JSON object%s", args.config,
           run.ok() ? "" : absl::StrFormat(" (%s)", std::string(run.status().message()))));
     }
     if (const JsonValue* block = run->Find("estimator"); block != nullptr) {
       absl::Status s = ParseEstimatorConfig(*block, &config);
       if (!s.ok()) {
         return absl::InvalidArgumentError(
-            absl::StrFormat("%s: %s", flags.Get("config"), std::string(s.message())));
+            absl::StrFormat("%s: %s", args.config, std::string(s.message())));
       }
     }
     if (const JsonValue* g = run->Find("group_size"); g != nullptr) {
       if (!g->is_number() || g->as_number() < 1 || g->as_number() > 1e6 ||
           std::floor(g->as_number()) != g->as_number()) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: group_size: want an integer in [1, 1000000]", flags.Get("config")));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: group_size: want an integer in [1, 1000000]", args.config));
       }
       group_size = static_cast<int>(g->as_number());
     }
   }
-  if (flags.Has("mode")) {
-    DOTS_ASSIGN_OR_RETURN(config.options.mode, ParseEstimatorMode(flags.Get("mode")));
+  if (!args.mode.empty()) {
+    DOTS_ASSIGN_OR_RETURN(config.options.mode, ParseEstimatorMode(args.mode));
   }
-  if (flags.Has("adapter")) config.adapter_path = flags.Get("adapter");
+  if (!args.adapter.empty()) config.adapter_path = args.adapter;
 
-  DOTS_ASSIGN_OR_RETURN(Pool pool, LoadPool(questions, flags.Get("embeddings")));
+  DOTS_ASSIGN_OR_RETURN(Pool pool, LoadPool(args.questions, args.embeddings));
   std::shared_ptr<const Adapter> adapter;
   if (!config.adapter_path.empty()) {
     DOTS_ASSIGN_OR_RETURN(adapter, Adapter::Load(config.adapter_path));
@@ -93,7 +100,7 @@ absl::Status Run(const cli::FlagSet& flags) {
     std::fprintf(stderr, "dotsctl estimate: no embeddings given; embedding prompts as text\n");
     DOTS_RETURN_IF_ERROR(EnsureEmbeddings(&pool));
   }
-  DOTS_ASSIGN_OR_RETURN(std::vector<Label> labels, ReadLabels(labels_path, pool, group_size));
+  DOTS_ASSIGN_OR_RETURN(std::vector<Label> labels, ReadLabels(args.labels, pool, group_size));
   DOTS_ASSIGN_OR_RETURN(std::unique_ptr<Estimator> estimator,
                         Estimator::Create(pool, adapter, config.options));
   std::vector<int64_t> reference_set;
@@ -119,34 +126,34 @@ absl::Status Run(const cli::FlagSet& flags) {
 
 }  // namespace
 
-int Estimate(int argc, char** argv) {
-  cli::FlagSet flags(
-      "dotsctl estimate --questions Q.jsonl [--embeddings E.npy] --labels L.jsonl "
-      "[--adapter A.safetensors] [--mode paper|history|default] [--config run.json]",
-      "Predicts the current policy's success rate of every question in Q.jsonl from the labeled\n"
+void AddEstimateCommand(CLI::App* app, cli::Action* action) {
+  auto args = std::make_shared<EstimateArgs>();
+  CLI::App* estimate = cli::AddCommand(
+      app, "estimate", "predict every question's success rate offline from labeled outcomes",
+      "Predicts the current policy's success rate of every question in Q.jsonl from the labeled "
       "outcomes in L.jsonl (lines {\"key\": ..., \"success_rate\": ...}, optionally "
-      "\"rollouts\"),\n"
-      "without a server. Prints {\"key\": ..., \"p_hat\": ...} per question, in pool order.\n"
-      "In paper mode the labeled questions are the reference set of the released code path.\n"
-      "Use it to check an adapter on your own data before a run.");
-  flags.Add("questions", "question pool JSONL (key, prompt, metadata, prior, embedding)");
-  flags.Add("embeddings", ".npy float32/float16 matrix N x D in pool order");
-  flags.Add("labels", "labeled outcomes JSONL");
-  flags.Add("adapter", "paper adapter .safetensors (default: identity projection)");
-  flags.Add("mode", "paper | history | default (default: the config's, else default)");
-  flags.Add("config", "run config JSON; its `estimator` block and `group_size` are used");
-  absl::StatusOr<bool> parsed = flags.Parse(argc, argv, 2);
-  if (!parsed.ok()) {
-    std::fprintf(stderr, "dotsctl estimate: %s\n", std::string(parsed.status().message()).c_str());
-    return 2;
-  }
-  if (!*parsed) return 0;
-  absl::Status s = Run(flags);
-  if (!s.ok()) {
+      "\"rollouts\"), without a server. Prints {\"key\": ..., \"p_hat\": ...} per question, in "
+      "pool order. In paper mode the labeled questions are the reference set of the released "
+      "code path. Use it to check an adapter on your own data before a run.");
+  estimate
+      ->add_option("--questions", args->questions,
+                   "question pool JSONL (key, prompt, metadata, prior, embedding)")
+      ->required();
+  estimate->add_option("--embeddings", args->embeddings,
+                       ".npy float32/float16 matrix N x D in pool order");
+  estimate->add_option("--labels", args->labels, "labeled outcomes JSONL")->required();
+  estimate->add_option("--adapter", args->adapter,
+                       "paper adapter .safetensors (default: identity projection)");
+  estimate->add_option("--mode", args->mode,
+                       "paper | history | default (default: the config's, else default)");
+  estimate->add_option("--config", args->config,
+                       "run config JSON; its `estimator` block and `group_size` are used");
+  cli::RunsWhenSelected(estimate, action, [args] {
+    absl::Status s = Run(*args);
+    if (s.ok()) return 0;
     std::fprintf(stderr, "dotsctl estimate: %s\n", std::string(s.message()).c_str());
     return 1;
-  }
-  return 0;
+  });
 }
 
 }  // namespace dots::dotsctl

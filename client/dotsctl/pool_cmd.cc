@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,17 +27,6 @@ namespace {
 
 // Uploads of large pools take a while; one call covers the whole stream.
 constexpr double kLoadTimeoutSeconds = 600;
-
-constexpr char kPoolUsage[] =
-    "usage: dotsctl pool SUBCOMMAND RUN [flags]\n\n"
-    "subcommands:\n"
-    "  load RUN --questions FILE.jsonl [--embeddings FILE.npy]\n"
-    "        upload a local pool; prints {\"added\", \"updated\", \"rejected\": [{\"line\", "
-    "\"error\"}]}\n"
-    "  import RUN --questions PATH [--embeddings PATH]\n"
-    "        import files that live on the server; prints {\"questions_read\", \"added\", "
-    "\"updated\"}\n\n"
-    "Run `dotsctl pool SUBCOMMAND --help` for the flags.\n";
 
 struct LineError {
   int64_t line;  // 1-based
@@ -172,31 +162,22 @@ class ProgressReporter {
   absl::Time last_print_ = absl::InfinitePast();
 };
 
-int Load(int argc, char** argv) {
-  cli::FlagSet flags(
-      "dotsctl pool load RUN --questions FILE.jsonl [--embeddings FILE.npy]",
-      "Uploads a question pool to run RUN: questions whose key exists are replaced, others\n"
-      "added. FILE.jsonl has one question per line: {\"key\", \"prompt\", \"metadata\", "
-      "\"prior\",\n\"embedding\"} (core/formats/pool.h). FILE.npy is an N x D float32/float16 "
-      "matrix "
-      "with one row\nper question line. A malformed line is rejected with its line number and "
-      "the rest is\nuploaded. Prints {\"added\": n, \"updated\": n, \"rejected\": [{\"line\": n, "
-      "\"error\": \"...\"}]}\n(1-based lines; local and server-side rejections). Progress goes "
-      "to stderr.");
-  flags.Add("questions", "pool JSONL file");
-  flags.Add("embeddings", ".npy embeddings, one row per question line");
-  AddConnectionFlags(&flags, kLoadTimeoutSeconds);
-  const SplitArgs args = SplitPositionals(argc, argv, 3, {});
-  if (std::optional<int> exit = ParseCommandLine("pool load", args, 1, &flags)) return *exit;
-  if (!flags.Has("questions")) return UsageError("pool load", "--questions is required");
-  std::unique_ptr<Client> client = Connect("pool load", flags);
+// The arguments of the pool subcommands.
+struct PoolArgs {
+  std::string run_id;
+  std::string questions;   // --questions
+  std::string embeddings;  // --embeddings
+};
+
+int Load(const PoolArgs& args, const Connection& connection) {
+  std::unique_ptr<Client> client = Connect("pool load", connection, kLoadTimeoutSeconds);
   if (client == nullptr) return 2;
-  absl::StatusOr<LocalPool> pool = ReadLocalPool(flags.Get("questions"), flags.Get("embeddings"));
+  absl::StatusOr<LocalPool> pool = ReadLocalPool(args.questions, args.embeddings);
   if (!pool.ok()) return Fail(pool.status());
 
   ProgressReporter progress;
   absl::StatusOr<UpsertResult> result = client->UpsertQuestions(
-      args.positionals[0], pool->questions, pool->embeddings,
+      args.run_id, pool->questions, pool->embeddings,
       [&progress](int64_t sent, int64_t total) { progress.Update(sent, total); });
   if (!result.ok()) return Fail(result.status());
   std::vector<LineError> rejected = std::move(pool->rejected);
@@ -218,28 +199,16 @@ int Load(int argc, char** argv) {
   return 0;
 }
 
-int Import(int argc, char** argv) {
-  cli::FlagSet flags(
-      "dotsctl pool import RUN --questions PATH [--embeddings PATH]",
-      "Asks the server to import a pool JSONL (and .npy) from ITS filesystem, all or nothing:\n"
-      "a malformed file changes nothing and the error names file:line and field. Prints\n"
-      "{\"questions_read\": n, \"added\": n, \"updated\": n}.");
-  flags.Add("questions", "pool JSONL path on the server");
-  flags.Add("embeddings", ".npy path on the server");
-  AddConnectionFlags(&flags, kLoadTimeoutSeconds);
-  const SplitArgs args = SplitPositionals(argc, argv, 3, {});
-  if (std::optional<int> exit = ParseCommandLine("pool import", args, 1, &flags)) return *exit;
-  if (!flags.Has("questions")) return UsageError("pool import", "--questions is required");
-  std::unique_ptr<Client> client = Connect("pool import", flags);
+int Import(const PoolArgs& args, const Connection& connection) {
+  std::unique_ptr<Client> client = Connect("pool import", connection, kLoadTimeoutSeconds);
   if (client == nullptr) return 2;
   absl::StatusOr<ImportProgress> done =
-      client->ImportPool(args.positionals[0], flags.Get("questions"), flags.Get("embeddings"),
-                         [](const ImportProgress& p) {
-                           if (!p.done) {
-                             std::fprintf(stderr, "dotsctl pool import: %lld questions read\n",
-                                          static_cast<long long>(p.questions_read));
-                           }
-                         });
+      client->ImportPool(args.run_id, args.questions, args.embeddings, [](const ImportProgress& p) {
+        if (!p.done) {
+          std::fprintf(stderr, "dotsctl pool import: %lld questions read\n",
+                       static_cast<long long>(p.questions_read));
+        }
+      });
   if (!done.ok()) return Fail(done.status());
   PrintJson(absl::StrCat("{\"questions_read\": ", done->questions_read,
                          ", \"added\": ", done->added, ", \"updated\": ", done->updated, "}"));
@@ -248,20 +217,38 @@ int Import(int argc, char** argv) {
 
 }  // namespace
 
-int PoolCommand(int argc, char** argv) {
-  if (argc < 3) {
-    std::fputs(kPoolUsage, stderr);
-    return 2;
-  }
-  const std::string sub = argv[2];
-  if (sub == "--help" || sub == "-h" || sub == "help") {
-    std::fputs(kPoolUsage, stdout);
-    return 0;
-  }
-  if (sub == "load") return Load(argc, argv);
-  if (sub == "import") return Import(argc, argv);
-  std::fprintf(stderr, "dotsctl pool: unknown subcommand \"%s\"\n\n%s", sub.c_str(), kPoolUsage);
-  return 2;
+void AddPoolCommands(CLI::App* app, const Connection* connection, cli::Action* action) {
+  CLI::App* pool = app->add_subcommand("pool", "fill a run's question pool: load, import");
+  pool->require_subcommand(1);
+  pool->fallthrough();
+  cli::AddHelpCommand(pool, action);
+  auto args = std::make_shared<PoolArgs>();
+
+  CLI::App* load = AddNetworkedCommand(
+      pool, "load", "upload a local pool JSONL (and .npy) to a run",
+      "Uploads a question pool to run RUN: questions whose key exists are replaced, others "
+      "added. FILE.jsonl has one question per line: {\"key\", \"prompt\", \"metadata\", "
+      "\"prior\", \"embedding\"} (core/formats/pool.h). FILE.npy is an N x D float32/float16 "
+      "matrix with one row per question line. A malformed line is rejected with its line number "
+      "and the rest is uploaded. Prints {\"added\": n, \"updated\": n, \"rejected\": "
+      "[{\"line\": n, \"error\": \"...\"}]} (1-based lines; local and server-side "
+      "rejections). Progress goes to stderr.",
+      kLoadTimeoutSeconds);
+  load->add_option("RUN", args->run_id, "run id")->required();
+  load->add_option("--questions", args->questions, "pool JSONL file")->required();
+  load->add_option("--embeddings", args->embeddings, ".npy embeddings, one row per question line");
+  RunsWith(load, action, args, connection, Load);
+
+  CLI::App* import = AddNetworkedCommand(
+      pool, "import", "import a pool from files on the server, all or nothing",
+      "Asks the server to import a pool JSONL (and .npy) from ITS filesystem, all or nothing: a "
+      "malformed file changes nothing and the error names file:line and field. Prints "
+      "{\"questions_read\": n, \"added\": n, \"updated\": n}.",
+      kLoadTimeoutSeconds);
+  import->add_option("RUN", args->run_id, "run id")->required();
+  import->add_option("--questions", args->questions, "pool JSONL path on the server")->required();
+  import->add_option("--embeddings", args->embeddings, ".npy path on the server");
+  RunsWith(import, action, args, connection, Import);
 }
 
 }  // namespace dots::dotsctl

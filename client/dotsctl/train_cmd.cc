@@ -1,30 +1,19 @@
 // dotsctl next / report: the training protocol from the shell (what a trainer rank does at every
 // step), for scripts, smoke tests and debugging a run.
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "client/cpp/json_format.h"
 #include "client/dotsctl/commands.h"
+#include "client/dotsctl/json_format.h"
 #include "core/util/file_util.h"
 
 namespace dots::dotsctl {
 namespace {
 
 constexpr double kTimeoutSeconds = 60;
-
-// An integer flag, or the usage error to return.
-std::optional<int> IntFlag(const std::string& command, const cli::FlagSet& flags,
-                           const std::string& name, int64_t lo, int64_t hi, int64_t* out) {
-  absl::StatusOr<int64_t> v = flags.GetInt(name);
-  if (!v.ok()) return UsageError(command, std::string(v.status().message()));
-  if (*v < lo || *v > hi) {
-    return UsageError(command, absl::StrFormat("--%s: %d is outside [%d, %d]", name, *v, lo, hi));
-  }
-  *out = *v;
-  return std::nullopt;
-}
 
 // Reads a report file: every non-blank line must parse, else INVALID_ARGUMENT naming file:line.
 absl::StatusOr<std::vector<RolloutReport>> ReadReportFile(const std::string& path) {
@@ -48,71 +37,99 @@ absl::StatusOr<std::vector<RolloutReport>> ReadReportFile(const std::string& pat
   return groups;
 }
 
-}  // namespace
+struct NextArgs {
+  std::string run_id;
+  int64_t step = 0;
+  int64_t rank = 0;
+  int64_t world_size = 1;
+  int64_t policy_version = 0;
+};
 
-int NextCommand(int argc, char** argv) {
-  cli::FlagSet flags(
-      "dotsctl next RUN --step S [--rank R] [--world-size W] [--policy-version V]",
-      "Fetches rank R of W's slice of step S's batch (what a trainer rank does before its\n"
-      "rollouts); the same step returns the same batch to every retry. Waits up to --timeout\n"
-      "while the step's round is planned. Prints one object:\n"
-      "  {\"run_id\", \"step\", \"round\", \"reference_batch\", \"batch_size\",\n"
-      "   \"items\": [{\"key\", \"role\": \"fresh\"|\"reference\", \"prompt\", \"metadata\"}],\n"
-      "   \"replay\": [{\"key\", \"step\", \"policy_version\", \"rewards\": [...], "
-      "\"payload_b64\"}]}\n"
-      "metadata is the question's JSON value; payload_b64 is standard base64 with padding.\n"
-      "reference_batch true (paper reference mode): roll the items out, report them, then ask\n"
-      "for the step again.");
-  flags.Add("step", "training step, >= 0");
-  flags.Add("rank", "this rank", "0");
-  flags.Add("world-size", "number of ranks", "1");
-  flags.Add("policy-version", "version of the policy that will roll the batch out", "0");
-  AddConnectionFlags(&flags, kTimeoutSeconds);
-  const SplitArgs args = SplitPositionals(argc, argv, 2, {});
-  if (std::optional<int> exit = ParseCommandLine("next", args, 1, &flags)) return *exit;
-  if (!flags.Has("step")) return UsageError("next", "--step is required");
-  int64_t step = 0, rank = 0, world = 1, version = 0;
-  constexpr int64_t kMaxInt = 2147483647, kMaxStep = int64_t{1} << 53;
-  if (auto e = IntFlag("next", flags, "step", 0, kMaxStep, &step)) return *e;
-  if (auto e = IntFlag("next", flags, "world-size", 1, kMaxInt, &world)) return *e;
-  if (auto e = IntFlag("next", flags, "rank", 0, world - 1, &rank)) return *e;
-  if (auto e = IntFlag("next", flags, "policy-version", 0, kMaxStep, &version)) return *e;
-  std::unique_ptr<Client> client = Connect("next", flags);
+int Next(const NextArgs& args, const Connection& connection) {
+  if (args.rank >= args.world_size) {
+    return UsageError(
+        "next", absl::StrFormat("--rank: %d is outside [0, %d]", args.rank, args.world_size - 1));
+  }
+  std::unique_ptr<Client> client = Connect("next", connection, kTimeoutSeconds);
   if (client == nullptr) return 2;
-  absl::StatusOr<BatchSlice> slice = client->NextBatch(
-      args.positionals[0], step, static_cast<int>(rank), static_cast<int>(world), version);
+  absl::StatusOr<BatchSlice> slice =
+      client->NextBatch(args.run_id, args.step, static_cast<int>(args.rank),
+                        static_cast<int>(args.world_size), args.policy_version);
   if (!slice.ok()) return Fail(slice.status());
-  PrintJson(BatchSliceToJson(args.positionals[0], *slice));
+  PrintJson(BatchSliceToJson(args.run_id, *slice));
   return 0;
 }
 
-int ReportCommand(int argc, char** argv) {
-  cli::FlagSet flags(
-      "dotsctl report RUN --step S --file FILE.jsonl",
-      "Reports the rollout groups of step S, one per line of FILE.jsonl:\n"
-      "  {\"key\": ..., \"rewards\": [r1, ..., rG], \"policy_version\": v, \"payload_b64\": "
-      "\"...\"}\n"
-      "(key and rewards required; policy_version defaults to 0, payload_b64 to empty). A\n"
-      "malformed line fails the command naming the line, and nothing is sent. Idempotent per\n"
-      "step and key: a repeated group counts as a duplicate. Prints\n"
-      "  {\"accepted\": n, \"duplicates\": n, \"rejected\": [{\"key\", \"error\"}]}");
-  flags.Add("step", "training step the groups were handed out at, >= 0");
-  flags.Add("file", "report JSONL (- for stdin is not supported; use a file)");
-  AddConnectionFlags(&flags, kTimeoutSeconds);
-  const SplitArgs args = SplitPositionals(argc, argv, 2, {});
-  if (std::optional<int> exit = ParseCommandLine("report", args, 1, &flags)) return *exit;
-  if (!flags.Has("step")) return UsageError("report", "--step is required");
-  if (!flags.Has("file")) return UsageError("report", "--file is required");
+struct ReportArgs {
+  std::string run_id;
   int64_t step = 0;
-  if (auto e = IntFlag("report", flags, "step", 0, int64_t{1} << 53, &step)) return *e;
-  std::unique_ptr<Client> client = Connect("report", flags);
+  std::string file;
+};
+
+int Report(const ReportArgs& args, const Connection& connection) {
+  std::unique_ptr<Client> client = Connect("report", connection, kTimeoutSeconds);
   if (client == nullptr) return 2;
-  absl::StatusOr<std::vector<RolloutReport>> groups = ReadReportFile(flags.Get("file"));
+  absl::StatusOr<std::vector<RolloutReport>> groups = ReadReportFile(args.file);
   if (!groups.ok()) return Fail(groups.status());
-  absl::StatusOr<ReportResult> result = client->ReportRollouts(args.positionals[0], step, *groups);
+  absl::StatusOr<ReportResult> result = client->ReportRollouts(args.run_id, args.step, *groups);
   if (!result.ok()) return Fail(result.status());
   PrintJson(ReportResultToJson(*result));
   return 0;
+}
+
+}  // namespace
+
+void AddTrainingCommands(CLI::App* app, const Connection* connection, cli::Action* action) {
+  constexpr int64_t kMaxStep = int64_t{1} << 53, kMaxInt = 2147483647;
+  auto next_args = std::make_shared<NextArgs>();
+  CLI::App* next = AddNetworkedCommand(
+      app, "next", "fetch a rank's slice of a step's batch",
+      "Fetches rank R of W's slice of step S's batch (what a trainer rank does before its "
+      "rollouts); the same step returns the same batch to every retry. Waits up to --timeout "
+      "while the step's round is planned. Prints one object:\n"
+      "  {\"run_id\", \"step\", \"round\", \"reference_batch\", \"batch_size\",\n"
+      "   \"items\": [{\"key\", \"role\": \"fresh\"|\"reference\", \"prompt\", "
+      "\"metadata\"}],\n"
+      "   \"replay\": [{\"key\", \"step\", \"policy_version\", \"rewards\": [...], "
+      "\"payload_b64\"}]}\n"
+      "metadata is the question's JSON value; payload_b64 is standard base64 with padding. "
+      "reference_batch true (paper reference mode): roll the items out, report them, then ask "
+      "for the step again.",
+      kTimeoutSeconds);
+  next->add_option("RUN", next_args->run_id, "run id")->required();
+  next->add_option("--step", next_args->step, "training step")
+      ->required()
+      ->check(CLI::Range(int64_t{0}, kMaxStep));
+  next->add_option("--rank", next_args->rank, "this rank, in [0, world-size)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, kMaxInt));
+  next->add_option("--world-size", next_args->world_size, "number of ranks")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, kMaxInt));
+  next->add_option("--policy-version", next_args->policy_version,
+                   "version of the policy that will roll the batch out")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, kMaxStep));
+  RunsWith(next, action, next_args, connection, Next);
+
+  auto report_args = std::make_shared<ReportArgs>();
+  CLI::App* report = AddNetworkedCommand(
+      app, "report", "report the rollout groups of a step from a JSONL file",
+      "Reports the rollout groups of step S, one per line of FILE.jsonl:\n"
+      "  {\"key\": ..., \"rewards\": [r1, ..., rG], \"policy_version\": v, \"payload_b64\": "
+      "\"...\"}\n"
+      "(key and rewards required; policy_version defaults to 0, payload_b64 to empty). A "
+      "malformed line fails the command naming the line, and nothing is sent. Idempotent per "
+      "step and key: a repeated group counts as a duplicate. Prints\n"
+      "  {\"accepted\": n, \"duplicates\": n, \"rejected\": [{\"key\", \"error\"}]}",
+      kTimeoutSeconds);
+  report->add_option("RUN", report_args->run_id, "run id")->required();
+  report->add_option("--step", report_args->step, "training step the groups were handed out at")
+      ->required()
+      ->check(CLI::Range(int64_t{0}, kMaxStep));
+  report->add_option("--file", report_args->file, "report JSONL (a file; stdin is not supported)")
+      ->required();
+  RunsWith(report, action, report_args, connection, Report);
 }
 
 }  // namespace dots::dotsctl

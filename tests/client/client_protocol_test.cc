@@ -16,7 +16,9 @@
 #include "client/cpp/client.h"
 #include "dots/v1/dots.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "proto/payload_codec.h"
 #include "tests/client/test_payload.h"
+#include "tests/proto/broken_batches.h"
 
 namespace dots {
 namespace {
@@ -319,75 +321,13 @@ TEST_F(ClientProtocolTest, NextBatchRetriesAWholeStreamThatBrokeMidway) {
   EXPECT_EQ(slice->replay[0].payload, "0123456789");
 }
 
-// Streams that break the chunk protocol are INTERNAL errors naming the problem, never retried.
+// Streams that break the chunk protocol (every case of tests/proto/broken_batches.h) are
+// INTERNAL errors naming the problem, never retried.
 TEST_F(ClientProtocolTest, MalformedBatchStreamsAreRejected) {
-  struct Case {
-    const char* name;
-    std::function<void(std::vector<pb::NextBatchChunk>*)> build;
-    const char* needle;
-  };
-  auto header = [](int items, int replay) {
-    pb::NextBatchChunk c;
-    c.mutable_header()->set_item_count(items);
-    c.mutable_header()->set_replay_count(replay);
-    return c;
-  };
-  auto fragment = [](pb::NextBatchChunk* c, int index, int64_t size, int64_t offset,
-                     const std::string& data) {
-    auto* f = c->add_replay();
-    f->set_index(index);
-    f->set_key("k");
-    f->set_payload_size(size);
-    f->set_offset(offset);
-    f->set_data(data);
-  };
-  const Case cases[] = {
-      {"no header", [&](auto* v) { v->push_back(pb::NextBatchChunk()); }, "no header"},
-      {"two headers",
-       [&](auto* v) {
-         v->push_back(header(0, 0));
-         v->push_back(header(0, 0));
-       },
-       "second chunk"},
-      {"item count",
-       [&](auto* v) {
-         v->push_back(header(2, 0));
-         v->back().add_items();
-       },
-       "header says"},
-      {"offset gap",
-       [&](auto* v) {
-         v->push_back(header(0, 1));
-         fragment(&v->back(), 0, 6, 0, "abc");
-         fragment(&v->back(), 0, 6, 4, "de");
-       },
-       "out of order"},
-      {"short payload",
-       [&](auto* v) {
-         v->push_back(header(0, 1));
-         fragment(&v->back(), 0, 6, 0, "abc");
-       },
-       "payload bytes"},
-      {"long payload",
-       [&](auto* v) {
-         v->push_back(header(0, 1));
-         fragment(&v->back(), 0, 2, 0, "abc");
-       },
-       "exceed payload_size"},
-      {"skipped group",
-       [&](auto* v) {
-         v->push_back(header(0, 2));
-         fragment(&v->back(), 1, 0, 0, "");
-       },
-       "out of order"},
-      {"empty stream", [](auto*) {}, "no header"},
-  };
   std::unique_ptr<Client> client = MakeClient();
-  for (const Case& c : cases) {
-    std::vector<pb::NextBatchChunk> chunks;
-    c.build(&chunks);
+  for (const testing::BrokenBatch& c : testing::BrokenBatches()) {
     fake_.next_batch = [&](grpc::ServerWriter<pb::NextBatchChunk>* writer, int) {
-      for (const auto& chunk : chunks) writer->Write(chunk);
+      for (const auto& chunk : c.chunks) writer->Write(chunk);
       return grpc::Status::OK;
     };
     int attempts = 0;
@@ -400,28 +340,25 @@ TEST_F(ClientProtocolTest, MalformedBatchStreamsAreRejected) {
   }
 }
 
-// Reassembles what the fake received, checking the fragment rules of dots.proto.
-std::map<std::string, RolloutReport> Reassemble(const std::vector<pb::ReportRolloutsRequest>& ms) {
-  std::map<std::string, RolloutReport> out;
-  std::string open;
-  int64_t size = 0;
-  for (const auto& m : ms) {
-    for (const auto& f : m.groups()) {
-      if (f.offset() == 0 && (open.empty() || out[open].payload.size() == size_t(size))) {
-        open = f.key();
-        size = f.payload_size();
-        RolloutReport& r = out[open];
-        r.key = f.key();
-        r.rewards.assign(f.rewards().begin(), f.rewards().end());
-        r.policy_version = f.policy_version();
-      } else {
-        EXPECT_EQ(f.key(), open);
-        EXPECT_EQ(f.offset(), static_cast<int64_t>(out[open].payload.size()));
-        EXPECT_EQ(f.payload_size(), size);
-        EXPECT_EQ(f.rewards_size(), 0);
+// Reassembles what the fake received with the server's decoder (proto/payload_codec.h), which
+// checks the fragment rules of dots.proto; continuations must not repeat the rewards.
+std::map<std::string, RolloutReport> Reassemble(std::vector<pb::ReportRolloutsRequest> ms) {
+  ReportDecoder decoder(ReportDecoderLimits{});
+  for (auto& m : ms) {
+    for (auto& f : *m.mutable_groups()) {
+      if (f.offset() > 0) {
+        EXPECT_EQ(f.rewards_size(), 0) << f.key();
       }
-      out[open].payload += f.data();
+      absl::Status s = decoder.Add(f);
+      EXPECT_TRUE(s.ok()) << s;
     }
+  }
+  absl::StatusOr<std::vector<RolloutReport>> groups = decoder.Finish();
+  EXPECT_TRUE(groups.ok()) << groups.status();
+  std::map<std::string, RolloutReport> out;
+  for (RolloutReport& g : groups.ok() ? *groups : std::vector<RolloutReport>()) {
+    std::string key = g.key;
+    out[key] = std::move(g);
   }
   return out;
 }

@@ -3,10 +3,6 @@
 // and retries across a server that starts late or drains.
 #include "client/cpp/client.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <map>
@@ -21,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "server/server.h"
 #include "tests/client/test_payload.h"
+#include "tests/client/test_questions.h"
 #include "tests/server/test_server.h"
 
 namespace dots {
@@ -31,26 +28,8 @@ constexpr char kConfig[] =
         "estimator": {"mode": "history"}})";
 constexpr int64_t kMiB = int64_t{1} << 20;
 
-std::vector<Question> MakeQuestions(int n) {
-  std::vector<Question> questions;
-  for (int i = 0; i < n; ++i) {
-    Question q;
-    q.key = absl::StrCat("q", i);
-    q.prompt = absl::StrCat("What is ", i, " + ", i, "?");
-    q.metadata_json = absl::StrCat("{\"answer\": ", 2 * i, "}");
-    if (i % 3 == 0) q.prior = 0.5;
-    questions.push_back(std::move(q));
-  }
-  return questions;
-}
-
-FloatMatrix MakeEmbeddings(int n, int dim) {
-  FloatMatrix m(n, dim);
-  for (int i = 0; i < n; ++i) {
-    for (int d = 0; d < dim; ++d) m.row(i)[d] = static_cast<float>((i * 31 + d * 7) % 17) / 17;
-  }
-  return m;
-}
+using testing::MakeEmbeddings;
+using testing::MakeQuestions;
 
 class ClientTest : public ::testing::Test {
  protected:
@@ -376,25 +355,14 @@ TEST_F(ClientTest, DrainingServerIsRetriedThenReportedUnavailable) {
   EXPECT_EQ(attempts, 1);
 }
 
-// A port that was free a moment ago (bound to port 0, then released).
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return -1;
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
+// The client is created for an address nobody listens on yet; the server comes up there later.
+// A Unix socket in this test's own directory is an address no other test can take in between
+// (a TCP port picked in advance could be, under ctest -j).
 TEST(ClientLateServerTest, RetriesUntilTheServerComesUp) {
-  const int port = FreePort();
-  ASSERT_GT(port, 0);
+  const testing::TempDir dir("late_server");
+  const std::string address = absl::StrCat("unix:", dir.path(), "/dots.sock");
   absl::StatusOr<std::unique_ptr<Client>> client =
-      Client::Create({.target = absl::StrCat("127.0.0.1:", port),
+      Client::Create({.target = address,
                       .max_attempts = 30,
                       .initial_backoff = absl::Milliseconds(50),
                       .max_backoff = absl::Milliseconds(200)});
@@ -403,7 +371,7 @@ TEST(ClientLateServerTest, RetriesUntilTheServerComesUp) {
   std::thread starter([&] {
     absl::SleepFor(absl::Milliseconds(400));
     Server::Options options;
-    options.listen_address = absl::StrCat("127.0.0.1:", port);
+    options.listen_address = address;
     absl::StatusOr<std::unique_ptr<Server>> s = Server::BuildAndStart(options);
     ASSERT_TRUE(s.ok()) << s.status();
     server = std::move(*s);

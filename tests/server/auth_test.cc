@@ -171,17 +171,6 @@ std::unique_ptr<Client> MakeClient(const std::string& address, Transport transpo
   return client.ok() ? std::move(*client) : nullptr;
 }
 
-std::vector<Question> PoolQuestions(int n) {
-  std::vector<Question> questions;
-  for (int i = 0; i < n; ++i) {
-    Question q;
-    q.key = absl::StrCat("q", i);
-    q.prompt = absl::StrCat("What is ", i, " + ", i, "?");
-    questions.push_back(std::move(q));
-  }
-  return questions;
-}
-
 // ---- the matrix ----
 
 enum class Rpc {
@@ -250,7 +239,7 @@ class AuthMatrixTest : public ::testing::TestWithParam<Transport> {
       ASSERT_TRUE(run.ok()) << run.status();
       ASSERT_TRUE(absl::StartsWith(run->token, "dots_")) << run->token;
       tokens_[id] = run->token;
-      ASSERT_TRUE(admin_->UpsertQuestions(id, PoolQuestions(64), FloatMatrix()).ok());
+      ASSERT_TRUE(admin_->UpsertQuestions(id, MakeQuestions(64), FloatMatrix()).ok());
     }
     ASSERT_NE(tokens_["a"], tokens_["b"]);
     absl::StatusOr<BatchSlice> batch = admin_->NextBatch("a", 0, 0, 1, 0);
@@ -365,7 +354,7 @@ class AuthMatrixTest : public ::testing::TestWithParam<Transport> {
         return run.status();
       }
       case Rpc::kUpsertQuestions: {
-        std::vector<Question> questions = PoolQuestions(4);
+        std::vector<Question> questions = MakeQuestions(4);
         absl::StatusOr<UpsertResult> result = client.UpsertQuestions("a", questions, FloatMatrix());
         if (result.ok()) {
           EXPECT_EQ(result->updated, 4);

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "client/cpp/client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/server/server_process.h"
@@ -57,15 +59,29 @@ TEST_F(DrainTest, WaitingNextBatchEndsWithUnavailableWhenTheServerDrains) {
   ASSERT_TRUE(NextBatch("wait", 0, 0, 1, &batch).ok());
   ASSERT_TRUE(ReportItems("wait", 0, batch).ok());
   ASSERT_TRUE(NextBatch("wait", 1, 0, 1, &batch).ok());
+  // Step 2 opens round 1, which waits for step 1's reports: the call waits.
   grpc::Status waited;
-  std::thread waiter([&] { waited = NextBatch("wait", 2, 0, 1, &batch, 0, absl::Seconds(30)); });
-  absl::SleepFor(absl::Milliseconds(300));
+  std::atomic<bool> returned{false};
+  std::thread waiter([&] {
+    waited = NextBatch("wait", 2, 0, 1, &batch, 0, absl::Seconds(30));
+    returned = true;
+  });
+  // The call is open on the server, and still open three wait slices (100 ms each) later: it is
+  // waiting, slice after slice, not failing fast.
+  EXPECT_TRUE(PollUntil([&] { return server_->service().streams_open() == 1; }));
+  const absl::Time open_since = absl::Now();
+  EXPECT_FALSE(PollUntil([&] { return returned || server_->service().streams_open() != 1; },
+                         absl::Milliseconds(300)))
+      << "the NextBatch of step 2 ended before the drain: " << waited.error_message();
+  EXPECT_GE(absl::Now() - open_since, absl::Milliseconds(300));
   const absl::Time start = absl::Now();
   server_->Shutdown(absl::Seconds(20));
   waiter.join();
   // The wait noticed the drain within a slice; the drain did not sit out its grace period.
   EXPECT_LT(absl::Now() - start, absl::Seconds(3));
   EXPECT_EQ(waited.error_code(), grpc::StatusCode::UNAVAILABLE) << waited.error_message();
+  // Said by the wait loop itself, not by the check that refuses calls arriving during a drain.
+  EXPECT_THAT(waited.error_message(), ::testing::StartsWith("NextBatch: the server is draining"));
 }
 
 // Four ranks train in lockstep (NextBatch, report, next step) while the server drains. Every
@@ -111,17 +127,23 @@ TEST_F(DrainTest, DrainUnderLoadLosesNoAcknowledgedReport) {
       }
     });
   }
-  absl::SleepFor(absl::Milliseconds(800));
+  // Every rank has acknowledged reports of two steps before the drain starts.
+  const bool progressed = PollUntil(
+      [&] {
+        std::lock_guard<std::mutex> lock(mu);
+        return std::all_of(steps_done.begin(), steps_done.end(), [](int64_t s) { return s >= 2; });
+      },
+      absl::Seconds(30));
   const absl::Time start = absl::Now();
   server_->Shutdown(absl::Seconds(5));
   for (std::thread& t : ranks) t.join();
+  ASSERT_TRUE(progressed) << "the ranks made too little progress to test anything";
   EXPECT_LT(absl::Now() - start, absl::Seconds(6));
   for (int r = 0; r < kWorld; ++r) {
     // Every rank stopped because the server went away, not for another reason.
     EXPECT_THAT(last[r].error_code(),
                 ::testing::AnyOf(grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::CANCELLED))
         << "rank " << r << ": " << last[r].error_message();
-    EXPECT_GE(steps_done[r], 2) << "rank " << r << " made too little progress to test anything";
   }
 
   absl::StatusOr<RunEntry> run = server_->registry().Get("load");
@@ -149,71 +171,44 @@ TEST(ServerBinaryTest, SigtermDrainsAndExitsZero) {
       std::filesystem::read_symlink("/proc/self/exe").parent_path() / "dots-server";
   ASSERT_TRUE(std::filesystem::exists(binary)) << binary << " is not built";
   const testing::TempDir state("drain_binary");
-  testing::ServerProcess server(
-      {"--drain_seconds=20", "--wait_slice_ms=100", "--state_dir=" + state.path()});
+  testing::ServerProcess server({"--drain_seconds=20", "--wait_slice_ms=100",
+                                 "--state_dir=" + state.path(), "--metrics_listen=127.0.0.1:0"});
   const std::string& address = server.address();
   ASSERT_THAT(address, ::testing::StartsWith("127.0.0.1:"));
   EXPECT_NE(address, "127.0.0.1:0");
+  ASSERT_GT(server.metrics_port(), 0);
 
-  auto stub = pb::Dots::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  {
-    grpc::ClientContext context;
-    pb::CreateRunRequest request;
-    request.set_run_id("bin");
-    request.set_config_json(kSmallConfig);
-    pb::RunInfo info;
-    ASSERT_TRUE(stub->CreateRun(&context, request, &info).ok());
-  }
-  {
-    grpc::ClientContext context;
-    pb::UpsertQuestionsResponse response;
-    auto writer = stub->UpsertQuestions(&context, &response);
-    pb::UpsertQuestionsRequest request;
-    request.set_run_id("bin");
-    for (const pb::Question& q : MakeQuestions(64, 8)) *request.add_questions() = q;
-    writer->Write(request);
-    writer->WritesDone();
-    ASSERT_TRUE(writer->Finish().ok());
-  }
-  auto next = [&](int64_t step, grpc::Status* status) {
-    grpc::ClientContext context;
-    context.set_deadline(DeadlineIn(absl::Seconds(30)));
-    pb::NextBatchRequest request;
-    request.set_run_id("bin");
-    request.set_step(step);
-    auto reader = stub->NextBatch(&context, request);
-    pb::NextBatchChunk chunk;
-    std::vector<std::string> keys;
-    while (reader->Read(&chunk)) {
-      for (const pb::BatchItem& item : chunk.items()) keys.push_back(item.key());
-    }
-    *status = reader->Finish();
-    return keys;
+  // No retries: the waiting call's own answer is what this test is about.
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Create({.target = address, .max_attempts = 1});
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->CreateRun("bin", kSmallConfig).ok());
+  ASSERT_TRUE((*client)->UpsertQuestions("bin", MakeQuestions(64), MakeEmbeddings(64, 8)).ok());
+  absl::StatusOr<BatchSlice> step0 = (*client)->NextBatch("bin", 0, 0, 1, 0);
+  ASSERT_TRUE(step0.ok()) << step0.status();
+  std::vector<RolloutReport> groups;
+  for (const BatchItem& item : step0->items) groups.push_back({item.key, {1, 0, 0, 0}, 0, ""});
+  absl::StatusOr<ReportResult> reported = (*client)->ReportRollouts("bin", 0, groups);
+  ASSERT_TRUE(reported.ok()) << reported.status();
+  ASSERT_EQ(reported->accepted, static_cast<int64_t>(groups.size()));
+  ASSERT_TRUE((*client)->NextBatch("bin", 1, 0, 1, 0).ok());
+
+  // Step 2 opens round 1, which waits for step 1's reports: this call waits. The server says so
+  // on /metrics: one stream open, still open three wait slices later.
+  absl::Status waited;
+  std::atomic<bool> returned{false};
+  std::thread waiter([&] {
+    waited = (*client)->NextBatch("bin", 2, 0, 1, 0, {.timeout = absl::Seconds(30)}).status();
+    returned = true;
+  });
+  auto streams_open = [&] {
+    return ScrapeValue(server.metrics_port(), "dots_streams_open").value_or(-1);
   };
-  grpc::Status status, waited;
-  const std::vector<std::string> step0 = next(0, &status);
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  {
-    grpc::ClientContext context;
-    pb::ReportRolloutsResponse response;
-    auto writer = stub->ReportRollouts(&context, &response);
-    pb::ReportRolloutsRequest request;
-    request.set_run_id("bin");
-    for (const std::string& key : step0) {
-      pb::RolloutFragment* f = request.add_groups();
-      f->set_key(key);
-      for (float r : {1.0f, 0.0f, 0.0f, 0.0f}) f->add_rewards(r);
-    }
-    writer->Write(request);
-    writer->WritesDone();
-    ASSERT_TRUE(writer->Finish().ok());
-    ASSERT_EQ(response.accepted(), static_cast<int64_t>(step0.size()));
-  }
-  next(1, &status);
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  // Step 2 opens round 1, which waits for step 1's reports: this call waits.
-  std::thread waiter([&] { next(2, &waited); });
-  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_TRUE(PollUntil([&] { return streams_open() == 1; }))
+      << "dots_streams_open is " << streams_open();
+  EXPECT_FALSE(PollUntil([&] { return returned || streams_open() != 1; }, absl::Milliseconds(300)))
+      << "the NextBatch of step 2 ended before the drain (returned: " << returned
+      << ", dots_streams_open " << streams_open() << ")";
   const absl::Time start = absl::Now();
   server.Signal(SIGTERM);
   const int wstatus = server.Wait();
@@ -221,7 +216,9 @@ TEST(ServerBinaryTest, SigtermDrainsAndExitsZero) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   ASSERT_TRUE(WIFEXITED(wstatus)) << "status " << wstatus;
   EXPECT_EQ(WEXITSTATUS(wstatus), 0);
-  EXPECT_EQ(waited.error_code(), grpc::StatusCode::UNAVAILABLE) << waited.error_message();
+  EXPECT_EQ(waited.code(), absl::StatusCode::kUnavailable) << waited;
+  EXPECT_THAT(std::string(waited.message()),
+              ::testing::StartsWith("NextBatch: the server is draining"));
 }
 
 }  // namespace

@@ -36,17 +36,6 @@ std::unique_ptr<Client> Connect(const std::string& address) {
   return client.ok() ? *std::move(client) : nullptr;
 }
 
-std::vector<Question> Questions(int n) {
-  std::vector<Question> questions;
-  for (int i = 0; i < n; ++i) {
-    Question q;
-    q.key = absl::StrCat("q", i);
-    q.prompt = absl::StrCat("question ", i);
-    questions.push_back(q);
-  }
-  return questions;
-}
-
 // A tmpfs of `megabytes` mounted on a fresh temporary directory, unmounted at the end.
 class SmallDisk {
  public:
@@ -105,7 +94,7 @@ TEST(FaultTest, FullDiskFailsWritesCleanlyAndRecoversWhenSpaceReturns) {
   ASSERT_FALSE(server->address().empty()) << "dots-server did not start";
   std::unique_ptr<Client> client = Connect(server->address());
   ASSERT_TRUE(client->CreateRun(kRun, kDiskConfig).ok());
-  ASSERT_TRUE(client->UpsertQuestions(kRun, Questions(64), FloatMatrix()).ok());
+  ASSERT_TRUE(client->UpsertQuestions(kRun, MakeQuestions(64), FloatMatrix()).ok());
   ASSERT_GT(disk.Fill("ballast"), 0);
 
   std::mt19937_64 rng(11);
@@ -299,7 +288,7 @@ TEST_F(ClientFaultTest, ClientsDisconnectingMidStreamLeaveNothingBehind) {
       auto writer = stub_->UpsertQuestions(&context, &response);
       pb::UpsertQuestionsRequest request;
       request.set_run_id("gone");
-      for (const pb::Question& q : MakeQuestions(16, 8)) {
+      for (const pb::Question& q : WireQuestions(16, 8)) {
         pb::Question renamed = q;
         renamed.set_key("new-" + q.key());
         *request.add_questions() = renamed;

@@ -70,7 +70,7 @@ class HostileTest : public ServerTest {
   }
 
   pb::Question Valid(const std::string& key) {
-    pb::Question q = MakeQuestions(1, 8)[0];
+    pb::Question q = WireQuestions(1, 8)[0];
     q.set_key(key);
     return q;
   }

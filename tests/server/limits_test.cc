@@ -20,23 +20,6 @@ namespace {
 constexpr char kConfig[] = R"({"batch_size": 8, "group_size": 4, "steps_per_round": 1,
   "reference_size": 2, "replay": {"capacity_bytes": 1048576}})";
 
-std::vector<Question> Questions(int first, int n) {
-  std::vector<Question> questions;
-  for (int i = first; i < first + n; ++i) {
-    Question q;
-    q.key = absl::StrCat("q", i);
-    q.prompt = absl::StrCat("question ", i);
-    questions.push_back(q);
-  }
-  return questions;
-}
-
-FloatMatrix Embeddings(int rows, int cols) {
-  FloatMatrix m(rows, cols);
-  for (size_t i = 0; i < m.data.size(); ++i) m.data[i] = static_cast<float>(i % 7) - 3.0f;
-  return m;
-}
-
 void ExpectExhausted(const absl::Status& status, const std::string& limit) {
   EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
   EXPECT_TRUE(absl::StrContains(status.message(), limit)) << status;
@@ -97,17 +80,17 @@ TEST_F(LimitsTest, RunsPerServer) {
 
 TEST_F(LimitsTest, QuestionsPerRunCountOnlyNewKeys) {
   ASSERT_TRUE(client_->CreateRun("a", kConfig).ok());
-  ASSERT_TRUE(client_->UpsertQuestions("a", Questions(0, 64), FloatMatrix()).ok());
+  ASSERT_TRUE(client_->UpsertQuestions("a", MakeQuestions(64), FloatMatrix()).ok());
   // 64 + 40 new > 100: refused whole, even the questions that would fit.
-  ExpectExhausted(client_->UpsertQuestions("a", Questions(64, 40), FloatMatrix()).status(),
+  ExpectExhausted(client_->UpsertQuestions("a", MakeQuestions(40, 64), FloatMatrix()).status(),
                   "max_questions_per_run");
   EXPECT_EQ(Runs(), "a:64");
   // 4 updates + 36 new = exactly 100.
-  auto upserted = client_->UpsertQuestions("a", Questions(60, 40), FloatMatrix());
+  auto upserted = client_->UpsertQuestions("a", MakeQuestions(40, 60), FloatMatrix());
   ASSERT_TRUE(upserted.ok()) << upserted.status();
   EXPECT_EQ(upserted->added, 36);
   EXPECT_EQ(upserted->updated, 4);
-  ExpectExhausted(client_->UpsertQuestions("a", Questions(100, 1), FloatMatrix()).status(),
+  ExpectExhausted(client_->UpsertQuestions("a", MakeQuestions(1, 100), FloatMatrix()).status(),
                   "max_questions_per_run");
   EXPECT_EQ(Runs(), "a:100");
 }
@@ -123,7 +106,7 @@ TEST_F(LimitsTest, ImportOfARunOverALimit) {
   client_options.target = other->address();
   std::unique_ptr<Client> other_client = *Client::Create(client_options);
   ASSERT_TRUE(other_client->CreateRun("big", kConfig).ok());
-  ASSERT_TRUE(other_client->UpsertQuestions("big", Questions(0, 120), FloatMatrix()).ok());
+  ASSERT_TRUE(other_client->UpsertQuestions("big", MakeQuestions(120), FloatMatrix()).ok());
   const std::string archive = other_state.path() + "/big.dotsrun";
   ASSERT_TRUE(other_client->ExportRun("big", archive).ok());
   other->Shutdown(absl::ZeroDuration());
@@ -137,10 +120,10 @@ TEST_F(LimitsTest, ImportOfARunOverALimit) {
 
 TEST_F(LimitsTest, EmbeddingDimension) {
   ASSERT_TRUE(client_->CreateRun("a", kConfig).ok());
-  ExpectExhausted(client_->UpsertQuestions("a", Questions(0, 8), Embeddings(8, 17)).status(),
+  ExpectExhausted(client_->UpsertQuestions("a", MakeQuestions(8), MakeEmbeddings(8, 17)).status(),
                   "max_embedding_dim");
   EXPECT_EQ(Runs(), "a:0");
-  EXPECT_TRUE(client_->UpsertQuestions("a", Questions(0, 8), Embeddings(8, 16)).ok());
+  EXPECT_TRUE(client_->UpsertQuestions("a", MakeQuestions(8), MakeEmbeddings(8, 16)).ok());
   EXPECT_EQ(Runs(), "a:8");
 }
 
@@ -178,7 +161,7 @@ TEST_F(LimitsTest, ConcurrentStreams) {
     absl::SleepFor(absl::Milliseconds(10));
   }
   ASSERT_EQ(server_->service().streams_open(), 2);
-  ExpectExhausted(client_->UpsertQuestions("a", Questions(0, 4), FloatMatrix()).status(),
+  ExpectExhausted(client_->UpsertQuestions("a", MakeQuestions(4), FloatMatrix()).status(),
                   "max_concurrent_streams");
   ExpectExhausted(client_->NextBatch("a", 0, 0, 1, 0).status(), "max_concurrent_streams");
   EXPECT_TRUE(client_->GetRunStats("a").ok());  // unary calls are not streams
@@ -191,7 +174,7 @@ TEST_F(LimitsTest, ConcurrentStreams) {
     absl::SleepFor(absl::Milliseconds(10));
   }
   EXPECT_EQ(server_->service().streams_open(), 0);
-  EXPECT_TRUE(client_->UpsertQuestions("a", Questions(0, 4), FloatMatrix()).ok());
+  EXPECT_TRUE(client_->UpsertQuestions("a", MakeQuestions(4), FloatMatrix()).ok());
 }
 
 }  // namespace

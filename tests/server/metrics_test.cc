@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <future>
@@ -376,6 +377,29 @@ TEST(MetricsTest, ProcessMetricsAreSane) {
   EXPECT_LE(*start, now + 1);
   EXPECT_GT(*start, now - 86400);
   EXPECT_EQ(Value(samples, "dots_build_info", {{"version", "0.1.0"}}), 1);
+}
+
+// The heap gauge follows what is allocated, not what is resident: 64 MiB held shows, and is gone
+// once freed (glibc returns such a block at once: it is mmap'd).
+TEST(MetricsTest, HeapInUseFollowsAllocations) {
+  auto metrics = StartMetrics();
+  ASSERT_NE(metrics, nullptr);
+  const std::optional<double> before =
+      Value(ParseSamples(Scrape(*metrics)), "dots_heap_in_use_bytes");
+  ASSERT_TRUE(before.has_value());
+  EXPECT_GT(*before, 0);
+  constexpr size_t kBlock = size_t{64} << 20;
+  auto block = std::make_unique<char[]>(kBlock);
+  std::memset(block.get(), 1, kBlock);
+  const std::optional<double> held =
+      Value(ParseSamples(Scrape(*metrics)), "dots_heap_in_use_bytes");
+  ASSERT_TRUE(held.has_value());
+  EXPECT_GE(*held - *before, 0.9 * kBlock);
+  block.reset();
+  const std::optional<double> after =
+      Value(ParseSamples(Scrape(*metrics)), "dots_heap_in_use_bytes");
+  ASSERT_TRUE(after.has_value());
+  EXPECT_LE(*after, *held - 0.9 * kBlock);
 }
 
 TEST(MetricsTest, OpenFdsFollowsTheProcess) {

@@ -131,7 +131,7 @@ TEST_F(ServiceTest, RunErrors) {
 
 TEST_F(ServiceTest, UpsertQuestionsAppliesValidAndRejectsIndividually) {
   ASSERT_TRUE(CreateRun("u", kSmallConfig).ok());
-  std::vector<pb::Question> questions = MakeQuestions(10, 4);
+  std::vector<pb::Question> questions = WireQuestions(10, 4);
   questions[2].set_embedding(1, std::numeric_limits<float>::quiet_NaN());
   questions[4].add_embedding(1.0f);  // 5 values
   questions[5].set_key("");
@@ -156,8 +156,8 @@ TEST_F(ServiceTest, UpsertQuestionsAppliesValidAndRejectsIndividually) {
   EXPECT_EQ(response.rejected(0).key(), "q2");
 
   // Replacing keys counts as updated; a dimension other than the run's is rejected.
-  std::vector<pb::Question> again = MakeQuestions(2, 4);
-  std::vector<pb::Question> other_dim = MakeQuestions(12, 6);
+  std::vector<pb::Question> again = WireQuestions(2, 4);
+  std::vector<pb::Question> other_dim = WireQuestions(12, 6);
   again.push_back(other_dim[11]);
   pb::UpsertQuestionsResponse second;
   ASSERT_TRUE(Upsert("u", again, &second).ok());
@@ -174,8 +174,8 @@ TEST_F(ServiceTest, UpsertQuestionsAppliesValidAndRejectsIndividually) {
 
 TEST_F(ServiceTest, UpsertQuestionsStreamErrors) {
   ASSERT_TRUE(CreateRun("u", kSmallConfig).ok());
-  EXPECT_STATUS(Upsert("", MakeQuestions(2, 4)), INVALID_ARGUMENT, "run_id");
-  EXPECT_STATUS(Upsert("missing", MakeQuestions(2, 4)), NOT_FOUND, "missing");
+  EXPECT_STATUS(Upsert("", WireQuestions(2, 4)), INVALID_ARGUMENT, "run_id");
+  EXPECT_STATUS(Upsert("missing", WireQuestions(2, 4)), NOT_FOUND, "missing");
   // A stream with no message at all.
   grpc::ClientContext context;
   pb::UpsertQuestionsResponse response;
@@ -353,7 +353,7 @@ TEST_F(ServiceTest, NextBatchErrors) {
                                       "reference_size": 4, "reference_mode": "paper",
                                       "estimator": {"mode": "history"}})")
                   .ok());
-  ASSERT_TRUE(Upsert("paper", MakeQuestions(64, 8)).ok());
+  ASSERT_TRUE(Upsert("paper", WireQuestions(64, 8)).ok());
   ASSERT_TRUE(NextBatch("paper", 0, 0, 1, &batch).ok());
   EXPECT_TRUE(batch.header.reference_batch());
   ASSERT_EQ(batch.items.size(), 4u);
@@ -362,7 +362,7 @@ TEST_F(ServiceTest, NextBatchErrors) {
 
   // A pool too small for the config: FAILED_PRECONDITION naming what is missing.
   ASSERT_TRUE(CreateRun("small", kSmallConfig).ok());
-  ASSERT_TRUE(Upsert("small", MakeQuestions(10, 8)).ok());
+  ASSERT_TRUE(Upsert("small", WireQuestions(10, 8)).ok());
   EXPECT_STATUS(NextBatch("small", 0, 0, 1, &batch), FAILED_PRECONDITION, "pool");
   ASSERT_TRUE(CreateRun("empty", kSmallConfig).ok());
   EXPECT_STATUS(NextBatch("empty", 0, 0, 1, &batch), FAILED_PRECONDITION, "pool");
@@ -570,7 +570,7 @@ TEST_F(ServiceTest, MessageLimitsFollowMaxMessageBytes) {
                     R"({"batch_size": 16, "group_size": 4, "steps_per_round": 1,
                         "reference_size": 4, "estimator": {"mode": "history"}})");
   // A request message over the server's receive limit is refused by gRPC itself.
-  std::vector<pb::Question> huge = MakeQuestions(1, 8);
+  std::vector<pb::Question> huge = WireQuestions(1, 8);
   huge[0].set_key("huge");
   huge[0].set_prompt(std::string(300 << 10, 'x'));
   EXPECT_EQ(Upsert("lim", huge).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
@@ -655,7 +655,7 @@ TEST_F(ServiceTest, DrainingRefusesNewCallsWithUnavailable) {
   EXPECT_STATUS(CreateRun("y", "{}"), UNAVAILABLE, "draining");
   pb::RunInfo info;
   EXPECT_STATUS(GetRun("x", &info), UNAVAILABLE, "draining");
-  EXPECT_STATUS(Upsert("x", MakeQuestions(1, 8)), UNAVAILABLE, "draining");
+  EXPECT_STATUS(Upsert("x", WireQuestions(1, 8)), UNAVAILABLE, "draining");
   ReceivedBatch batch;
   EXPECT_STATUS(NextBatch("x", 0, 0, 1, &batch), UNAVAILABLE, "draining");
   EXPECT_STATUS(Report("x", 0, {}), UNAVAILABLE, "draining");

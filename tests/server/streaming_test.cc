@@ -1,7 +1,7 @@
-// The streaming protocol of the training RPCs: the chunk codec alone (BatchChunker,
-// RolloutAssembler), then through a real server: a batch whose replay payloads total more than
-// 16 MiB arrives over a channel with gRPC's default 4 MiB receive limit, and four ranks fetching
-// one step concurrently get slices that partition it.
+// The streaming protocol of the training RPCs through a real server (the codec alone is
+// tests/proto/payload_codec_test.cc): a batch whose replay payloads total more than 16 MiB
+// arrives over a channel with gRPC's default 4 MiB receive limit, and four ranks fetching one
+// step concurrently get slices that partition it.
 #include <algorithm>
 #include <cstdint>
 #include <random>
@@ -12,13 +12,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/batch_stream.h"
 #include "tests/server/test_server.h"
 
 namespace dots::testing {
 namespace {
-
-using ::testing::HasSubstr;
 
 // Deterministic bytes for a key, so a replayed payload can be checked byte by byte.
 std::string PayloadFor(const std::string& key, size_t size) {
@@ -31,178 +28,6 @@ std::string PayloadFor(const std::string& key, size_t size) {
     payload[i] = static_cast<char>(x);
   }
   return payload;
-}
-
-BatchSlice RandomSlice(std::mt19937_64& rng, int items, int groups, size_t max_prompt,
-                       size_t max_payload) {
-  BatchSlice slice;
-  slice.step = 7;
-  slice.round = 3;
-  slice.batch_size = 100;
-  for (int i = 0; i < items; ++i) {
-    BatchItem item;
-    item.key = absl::StrCat("item", i);
-    item.role = i % 3 == 0 ? ItemRole::kReference : ItemRole::kFresh;
-    item.prompt = std::string(rng() % max_prompt, 'p');
-    item.metadata_json = absl::StrCat("{\"i\": ", i, "}");
-    slice.items.push_back(std::move(item));
-  }
-  for (int g = 0; g < groups; ++g) {
-    ReplayGroup group;
-    group.key = absl::StrCat("group", g);
-    group.step = g;
-    group.policy_version = 10 + g;
-    group.rewards = {0.0f, 1.0f, 0.5f};
-    group.payload = PayloadFor(group.key, rng() % max_payload);
-    slice.replay.push_back(std::move(group));
-  }
-  return slice;
-}
-
-TEST(BatchChunkerTest, EmptySliceIsOneHeaderChunk) {
-  BatchSlice slice;
-  slice.step = 4;
-  slice.batch_size = 16;
-  absl::StatusOr<BatchChunker> chunker = BatchChunker::Create(slice, 1 << 20, 4 << 20);
-  ASSERT_TRUE(chunker.ok()) << chunker.status();
-  v1::NextBatchChunk chunk;
-  ASSERT_TRUE(chunker->Next(&chunk));
-  EXPECT_TRUE(chunk.has_header());
-  EXPECT_EQ(chunk.header().step(), 4);
-  EXPECT_EQ(chunk.header().batch_size(), 16);
-  EXPECT_EQ(chunk.header().item_count(), 0);
-  EXPECT_FALSE(chunker->Next(&chunk));
-}
-
-TEST(BatchChunkerTest, RandomSlicesRespectTheChunkSizeAndReassemble) {
-  std::mt19937_64 rng(42);
-  for (int trial = 0; trial < 40; ++trial) {
-    const int64_t max_chunk = kMinChunkBytes + static_cast<int64_t>(rng() % (64 << 10));
-    BatchSlice slice = RandomSlice(rng, static_cast<int>(rng() % 20), static_cast<int>(rng() % 12),
-                                   static_cast<size_t>(max_chunk / 3), 200000);
-    const BatchSlice original = slice;
-    absl::StatusOr<BatchChunker> chunker =
-        BatchChunker::Create(std::move(slice), max_chunk, 4 << 20);
-    ASSERT_TRUE(chunker.ok()) << chunker.status();
-    v1::NextBatchChunk chunk;
-    std::vector<v1::BatchItem> items;
-    std::vector<std::string> payloads;
-    int64_t chunks = 0;
-    while (chunker->Next(&chunk)) {
-      EXPECT_EQ(chunk.has_header(), chunks == 0);
-      ++chunks;
-      EXPECT_LE(static_cast<int64_t>(chunk.ByteSizeLong()), max_chunk)
-          << "trial " << trial << " chunk " << chunks;
-      for (const v1::BatchItem& item : chunk.items()) items.push_back(item);
-      for (const v1::ReplayFragment& f : chunk.replay()) {
-        if (f.offset() == 0) {
-          ASSERT_EQ(f.index(), static_cast<int64_t>(payloads.size()));
-          const ReplayGroup& g = original.replay[payloads.size()];
-          EXPECT_EQ(f.key(), g.key);
-          EXPECT_EQ(f.step(), g.step);
-          EXPECT_EQ(f.policy_version(), g.policy_version);
-          EXPECT_THAT(f.rewards(), ::testing::ElementsAreArray(g.rewards));
-          payloads.emplace_back();
-        }
-        ASSERT_FALSE(payloads.empty());
-        EXPECT_EQ(f.offset(), static_cast<int64_t>(payloads.back().size()));
-        EXPECT_EQ(f.payload_size(),
-                  static_cast<int64_t>(original.replay[payloads.size() - 1].payload.size()));
-        payloads.back() += f.data();
-      }
-    }
-    EXPECT_EQ(chunker->chunks_returned(), chunks);
-    ASSERT_EQ(items.size(), original.items.size());
-    for (size_t i = 0; i < items.size(); ++i) {
-      EXPECT_EQ(items[i].key(), original.items[i].key);
-      EXPECT_EQ(items[i].prompt(), original.items[i].prompt);
-      EXPECT_EQ(items[i].role(),
-                original.items[i].role == ItemRole::kFresh ? v1::ROLE_FRESH : v1::ROLE_REFERENCE);
-    }
-    ASSERT_EQ(payloads.size(), original.replay.size());
-    for (size_t g = 0; g < payloads.size(); ++g) EXPECT_EQ(payloads[g], original.replay[g].payload);
-  }
-}
-
-TEST(BatchChunkerTest, OversizedItemsTravelAloneOrAreRefused) {
-  BatchSlice slice;
-  BatchItem big;
-  big.key = "big";
-  big.prompt = std::string(10000, 'x');
-  slice.items = {BatchItem{"a", ItemRole::kFresh, "small", "{}"}, big,
-                 BatchItem{"b", ItemRole::kFresh, "small", "{}"}};
-  absl::StatusOr<BatchChunker> chunker = BatchChunker::Create(slice, 2048, 1 << 20);
-  ASSERT_TRUE(chunker.ok());
-  v1::NextBatchChunk chunk;
-  std::vector<int> sizes;
-  while (chunker->Next(&chunk)) sizes.push_back(chunk.items_size());
-  EXPECT_EQ(sizes, (std::vector<int>{1, 1, 1}));  // header + a, big alone, b
-
-  absl::StatusOr<BatchChunker> refused = BatchChunker::Create(slice, 2048, 8192);
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("\"big\""));
-  EXPECT_EQ(BatchChunker::Create(slice, 100, 1 << 20).status().code(),
-            absl::StatusCode::kInvalidArgument);
-}
-
-v1::RolloutFragment Fragment(const std::string& key, int64_t size, int64_t offset,
-                             const std::string& data, std::vector<float> rewards = {}) {
-  v1::RolloutFragment f;
-  f.set_key(key);
-  for (float r : rewards) f.add_rewards(r);
-  f.set_payload_size(size);
-  f.set_offset(offset);
-  f.set_data(data);
-  return f;
-}
-
-TEST(RolloutAssemblerTest, ReassemblesGroupsCutAnywhere) {
-  RolloutAssembler assembler({1 << 20, 1 << 30});
-  std::vector<v1::RolloutFragment> fragments = {
-      Fragment("a", 5, 0, "", {1, 0}),  // metadata only; data follows at offset 0
-      Fragment("", 5, 0, "he"), Fragment("a", 5, 2, "llo"),
-      Fragment("b", 0, 0, "", {0, 1}),  // an empty payload completes at once
-      Fragment("c", 3, 0, "xyz", {1, 1})};
-  fragments[0].set_policy_version(9);
-  for (v1::RolloutFragment& f : fragments) ASSERT_TRUE(assembler.Add(f).ok());
-  absl::StatusOr<std::vector<RolloutReport>> groups = assembler.Finish();
-  ASSERT_TRUE(groups.ok());
-  ASSERT_EQ(groups->size(), 3u);
-  EXPECT_EQ((*groups)[0].key, "a");
-  EXPECT_EQ((*groups)[0].payload, "hello");
-  EXPECT_EQ((*groups)[0].policy_version, 9);
-  EXPECT_EQ((*groups)[0].rewards, (std::vector<float>{1, 0}));
-  EXPECT_EQ((*groups)[1].payload, "");
-  EXPECT_EQ((*groups)[2].payload, "xyz");
-}
-
-TEST(RolloutAssemblerTest, RefusesInconsistentFragmentsAndOverLimitStreams) {
-  auto first_error = [](std::vector<v1::RolloutFragment> fragments, int64_t group_limit = 100,
-                        int64_t stream_limit = 1000) {
-    RolloutAssembler assembler({group_limit, stream_limit});
-    for (v1::RolloutFragment& f : fragments) {
-      absl::Status s = assembler.Add(f);
-      if (!s.ok()) return s;
-    }
-    return assembler.Finish().status();
-  };
-  absl::Status s = first_error({Fragment("a", 4, 0, "ab"), Fragment("b", 4, 2, "cd")});
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("key"));
-  s = first_error({Fragment("a", 4, 0, "ab", {1}), Fragment("a", 4, 2, "cd", {0})});
-  EXPECT_THAT(std::string(s.message()), HasSubstr("rewards"));
-  s = first_error({Fragment("a", 4, 0, "ab"), Fragment("a", 4, 1, "cd")});
-  EXPECT_THAT(std::string(s.message()), HasSubstr("offset: 1, expected 2"));
-  s = first_error({Fragment("a", 101, 0, "")});
-  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("per-group limit"));
-  std::vector<v1::RolloutFragment> many;
-  for (int i = 0; i < 11; ++i) many.push_back(Fragment(absl::StrCat("k", i), 100, 0, ""));
-  for (int i = 0; i < 11; ++i)
-    many.insert(many.begin() + 2 * i + 1, Fragment("", 100, 0, std::string(100, 'z')));
-  s = first_error(many);
-  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("group 10"));
 }
 
 class StreamingTest : public ServerTest {};
@@ -237,7 +62,7 @@ TEST_F(StreamingTest, ReplayBatchOver16MiBArrivesWithDefaultClientLimits) {
   int64_t total = 0;
   std::set<std::string> step0_keys;
   for (const pb::BatchItem& item : step0.items) step0_keys.insert(item.key());
-  for (const ReceivedGroup& g : step1.replay) {
+  for (const ReplayGroup& g : step1.replay) {
     EXPECT_TRUE(step0_keys.contains(g.key)) << g.key;
     EXPECT_EQ(g.step, 0);
     EXPECT_EQ(g.policy_version, 3);
@@ -273,7 +98,7 @@ TEST_F(StreamingTest, ReplayBatchOver16MiBArrivesWithDefaultClientLimits) {
   for (int r = 0; r < 4; ++r) {
     ASSERT_TRUE(statuses[r].ok()) << statuses[r].error_message();
     EXPECT_EQ(ranks[r].replay.size(), 4u);
-    for (const ReceivedGroup& g : ranks[r].replay) {
+    for (const ReplayGroup& g : ranks[r].replay) {
       keys.push_back(g.key);
       EXPECT_TRUE(g.payload == PayloadFor(g.key, payload_bytes));
     }

@@ -1,15 +1,12 @@
 // Test fixture of the server integration tests: a real dots::Server on 127.0.0.1:0 in this
 // process, a real channel to it, the generated stub, and helpers that speak the streaming
-// protocol on the client side (fragmenting reports, reassembling batches while checking the
-// chunk layout), plus raw calls to the health and reflection services, whose generated C++
-// stubs Debian does not ship.
+// protocol on the client side through the one payload codec (proto/payload_codec.h: fragmenting
+// reports, reassembling batches while checking the chunk layout), plus raw calls to the health
+// and reflection services, whose generated C++ stubs Debian does not ship.
 #ifndef DOTS_TESTS_SERVER_TEST_SERVER_H_
 #define DOTS_TESTS_SERVER_TEST_SERVER_H_
 
-#include <netinet/in.h>
 #include <stdlib.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -28,7 +25,11 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "gtest/gtest.h"
+#include "proto/convert.h"
+#include "proto/payload_codec.h"
 #include "server/server.h"
+#include "tests/server/observe.h"
+#include "tests/server/wire_questions.h"
 
 namespace dots::testing {
 
@@ -40,47 +41,18 @@ inline constexpr char kSmallConfig[] =
     R"({"batch_size": 16, "group_size": 4, "steps_per_round": 2, "reference_size": 4,
         "estimator": {"mode": "history"}})";
 
-// `n` questions q0..q{n-1} with `dim`-dimensional embeddings (none for dim 0) and priors.
-inline std::vector<pb::Question> MakeQuestions(int n, int dim) {
-  std::vector<pb::Question> questions;
-  for (int i = 0; i < n; ++i) {
-    pb::Question q;
-    q.set_key(absl::StrCat("q", i));
-    q.set_prompt(absl::StrCat("What is ", i, " + ", i, "?"));
-    q.set_metadata_json(absl::StrCat("{\"answer\": ", 2 * i, "}"));
-    if (i % 3 != 0) q.set_prior(0.1 + 0.8 * (i % 7) / 7.0);
-    for (int d = 0; d < dim; ++d) q.add_embedding(static_cast<float>((i * 31 + d * 17) % 13) - 6);
-    questions.push_back(std::move(q));
-  }
-  return questions;
-}
-
-// One replayed group, reassembled from its fragments.
-struct ReceivedGroup {
-  std::string key;
-  int64_t step = 0;
-  int64_t policy_version = 0;
-  std::vector<float> rewards;
-  std::string payload;
-};
-
-// A NextBatch stream, reassembled.
+// A NextBatch stream: the header and items as they travelled, the replay groups reassembled.
 struct ReceivedBatch {
   pb::BatchHeader header;
   std::vector<pb::BatchItem> items;
-  std::vector<ReceivedGroup> replay;
+  std::vector<ReplayGroup> replay;
   int64_t chunks = 0;
   int64_t largest_chunk_bytes = 0;
   std::string protocol_error;  // empty when the chunk layout followed the proto's rules
 };
 
-// One group to report, split into fragments of at most `fragment_bytes` payload bytes.
-struct GroupToReport {
-  std::string key;
-  std::vector<float> rewards;
-  int64_t policy_version = 0;
-  std::string payload;
-};
+// One group to report (key, rewards, policy_version, payload).
+using GroupToReport = RolloutReport;
 
 inline std::chrono::system_clock::time_point DeadlineIn(absl::Duration d) {
   return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(d);
@@ -106,28 +78,6 @@ class TempDir {
  private:
   std::string path_;
 };
-
-// GET http://127.0.0.1:port/path (default /metrics) over HTTP/1.0 (the server closes the
-// connection, so the body is everything after the headers). Empty on any socket error.
-inline std::string HttpGet(int port, const std::string& path = "/metrics") {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buffer[65536];
-      ssize_t n;
-      while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
-    }
-  }
-  close(fd);
-  return response;
-}
 
 // Starts a server on 127.0.0.1:0; fails the test if it cannot.
 inline std::unique_ptr<Server> StartTestServer(Server::Options options = Server::Options()) {
@@ -197,7 +147,7 @@ class ServerTest : public ::testing::Test {
                          const std::string& config = kSmallConfig) {
     ASSERT_TRUE(CreateRun(run_id, config).ok());
     pb::UpsertQuestionsResponse response;
-    grpc::Status status = Upsert(run_id, MakeQuestions(n, 8), &response);
+    grpc::Status status = Upsert(run_id, WireQuestions(n, 8), &response);
     ASSERT_TRUE(status.ok()) << status.error_message();
     ASSERT_EQ(response.added(), n);
     ASSERT_EQ(response.rejected_size(), 0) << response.rejected(0).error();
@@ -218,59 +168,31 @@ class ServerTest : public ::testing::Test {
     auto reader = stub_->NextBatch(&context, request);
     pb::NextBatchChunk chunk;
     *batch = ReceivedBatch();
-    auto fail = [&](const std::string& what) {
-      if (batch->protocol_error.empty()) {
-        batch->protocol_error = absl::StrCat("chunk ", batch->chunks, ": ", what);
-      }
-    };
-    int64_t expected_offset = 0;
-    int64_t payload_size = 0;
+    BatchDecoder decoder;
     while (reader->Read(&chunk)) {
       batch->largest_chunk_bytes =
           std::max<int64_t>(batch->largest_chunk_bytes, chunk.ByteSizeLong());
-      if (batch->chunks == 0 && !chunk.has_header()) fail("the first chunk has no header");
-      if (batch->chunks > 0 && chunk.has_header()) fail("a later chunk has a header");
-      if (batch->chunks == 0) batch->header = chunk.header();
+      if (chunk.has_header()) batch->header = chunk.header();
+      batch->items.insert(batch->items.end(), chunk.items().begin(), chunk.items().end());
+      if (absl::Status s = decoder.Add(chunk); !s.ok() && batch->protocol_error.empty()) {
+        batch->protocol_error = absl::StrCat("chunk ", batch->chunks, ": ", s.message());
+      }
       ++batch->chunks;
-      if (chunk.items_size() > 0 && !batch->replay.empty()) fail("an item after replay data");
-      for (const pb::BatchItem& item : chunk.items()) batch->items.push_back(item);
-      for (const pb::ReplayFragment& f : chunk.replay()) {
-        if (f.offset() == 0) {
-          if (expected_offset != payload_size) fail("a group started before the last ended");
-          if (f.index() != static_cast<int64_t>(batch->replay.size())) fail("wrong group index");
-          ReceivedGroup g;
-          g.key = f.key();
-          g.step = f.step();
-          g.policy_version = f.policy_version();
-          g.rewards.assign(f.rewards().begin(), f.rewards().end());
-          batch->replay.push_back(std::move(g));
-          payload_size = f.payload_size();
-          expected_offset = 0;
-        } else if (batch->replay.empty() || f.offset() != expected_offset ||
-                   f.index() + 1 != static_cast<int64_t>(batch->replay.size()) ||
-                   f.payload_size() != payload_size) {
-          fail(absl::StrCat("fragment at offset ", f.offset(), " of group ", f.index(),
-                            " does not continue the previous one"));
-        }
-        if (!batch->replay.empty()) batch->replay.back().payload += f.data();
-        expected_offset += static_cast<int64_t>(f.data().size());
-      }
     }
-    if (expected_offset != payload_size) fail("the last group is incomplete");
     grpc::Status status = reader->Finish();
-    if (status.ok()) {
-      if (batch->header.item_count() != static_cast<int64_t>(batch->items.size())) {
-        fail("header item_count differs from the items received");
-      }
-      if (batch->header.replay_count() != static_cast<int64_t>(batch->replay.size())) {
-        fail("header replay_count differs from the groups received");
+    if (status.ok() && batch->protocol_error.empty()) {
+      absl::StatusOr<BatchSlice> slice = decoder.Finish();
+      if (slice.ok()) {
+        batch->replay = std::move(slice->replay);
+      } else {
+        batch->protocol_error = std::string(slice.status().message());
       }
     }
     return status;
   }
 
-  // Reports `groups` of `step`, each payload cut into fragments of `fragment_bytes` bytes, as
-  // many fragments per message as fit `message_bytes`.
+  // Reports `groups` of `step` through the codec's ReportEncoder: messages of at most about
+  // `message_bytes`, fragments of at most `fragment_bytes` payload bytes.
   grpc::Status Report(const std::string& run_id, int64_t step,
                       const std::vector<GroupToReport>& groups,
                       pb::ReportRolloutsResponse* response = nullptr,
@@ -280,40 +202,12 @@ class ServerTest : public ::testing::Test {
     context.set_deadline(DeadlineIn(timeout));
     pb::ReportRolloutsResponse ignored;
     auto writer = stub_->ReportRollouts(&context, response != nullptr ? response : &ignored);
+    ReportEncoder encoder(
+        run_id, step, groups,
+        {.max_message_bytes = message_bytes, .max_fragment_bytes = fragment_bytes});
     pb::ReportRolloutsRequest request;
-    request.set_run_id(run_id);
-    request.set_step(step);
-    bool first_sent = false;
-    auto flush = [&] {
-      if (!writer->Write(request)) return false;
-      first_sent = true;
-      request.Clear();
-      return true;
-    };
-    bool ok = true;
-    for (const GroupToReport& g : groups) {
-      int64_t offset = 0;
-      do {
-        pb::RolloutFragment* f = request.add_groups();
-        const int64_t n =
-            std::min<int64_t>(fragment_bytes, static_cast<int64_t>(g.payload.size()) - offset);
-        if (offset == 0) {
-          f->set_key(g.key);
-          f->mutable_rewards()->Assign(g.rewards.begin(), g.rewards.end());
-          f->set_policy_version(g.policy_version);
-        }
-        f->set_payload_size(static_cast<int64_t>(g.payload.size()));
-        f->set_offset(offset);
-        f->set_data(g.payload.substr(static_cast<size_t>(offset), static_cast<size_t>(n)));
-        offset += n;
-        if (static_cast<int64_t>(request.ByteSizeLong()) + fragment_bytes > message_bytes) {
-          ok = flush();
-          if (!ok) break;
-        }
-      } while (offset < static_cast<int64_t>(g.payload.size()));
-      if (!ok) break;
+    while (encoder.Next(&request) && writer->Write(request)) {
     }
-    if (ok && (request.groups_size() > 0 || !first_sent)) flush();
     writer->WritesDone();
     return writer->Finish();
   }

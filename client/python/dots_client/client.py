@@ -10,7 +10,9 @@ ReportRollouts counts repeated groups as duplicates, UpsertQuestions replaces by
 Large data never travels in one message: questions are uploaded and rollout payloads reported
 in requests of at most ~1 MiB each (payloads split into fragments), and replay payloads of a
 batch are reassembled from the server's fragments, so payloads of any size work with gRPC's
-default 4 MiB message limit.
+default 4 MiB message limit. The fragment codec (`encode_report`, `decode_batch`) follows the
+rules of proto/payload_codec.h byte for byte; tests/python/test_payload_golden.py checks it
+against the golden streams of tests/proto/golden that the C++ codec writes.
 """
 
 import dataclasses
@@ -23,11 +25,12 @@ import grpc
 from dots.v1 import dots_pb2, dots_pb2_grpc
 
 # Budget of one request message in bytes. Well under gRPC's default 4 MiB limit and under the
-# ~1 MiB the API asks clients to keep to; the remainder covers field tags and length prefixes.
+# ~1 MiB the API asks clients to keep to; uploads keep a slack for field tags and length prefixes.
 _REQUEST_BUDGET_BYTES = 1 << 20
 _REQUEST_SLACK_BYTES = 16 << 10
-# Payload bytes per RolloutFragment: a fragment plus its key and rewards fits one request.
-_FRAGMENT_BYTES = 768 << 10
+# The cutting rule of proto/payload_codec.h: kMinFragmentDataBytes and kFragmentWrapBytes.
+_MIN_FRAGMENT_DATA_BYTES = 256
+_FRAGMENT_WRAP_BYTES = 2 * (1 + 10)
 # The server's cap on keys per GetEstimates call (kMaxPageSize).
 _MAX_KEYS_PER_CALL = 10000
 
@@ -357,7 +360,7 @@ class Client:
 
         def attempt(left: float) -> Batch:
             stream = self._stub.NextBatch(request, timeout=left, metadata=self._metadata)
-            return _assemble_batch(stream)
+            return decode_batch(stream)
 
         return self._call(attempt, idempotent=True)
 
@@ -375,36 +378,9 @@ class Client:
                     f"groups[{i}] ({g.key!r}): payload is {type(g.payload).__name__}, not bytes"
                 )
 
-        def requests() -> Iterator[dots_pb2.ReportRolloutsRequest]:
-            budget = _REQUEST_BUDGET_BYTES - _REQUEST_SLACK_BYTES
-            request = dots_pb2.ReportRolloutsRequest(run_id=run_id, step=step)
-            size = request.ByteSize()
-            for g in groups:
-                payload = bytes(g.payload)
-                offset = 0
-                while True:
-                    piece = payload[offset : offset + _FRAGMENT_BYTES]
-                    fragment = dots_pb2.RolloutFragment(
-                        key=g.key, payload_size=len(payload), offset=offset, data=piece
-                    )
-                    if offset == 0:
-                        fragment.rewards.extend(float(r) for r in g.rewards)
-                        fragment.policy_version = int(g.policy_version)
-                    need = fragment.ByteSize() + 8
-                    if request.groups and size + need > budget:
-                        yield request
-                        request = dots_pb2.ReportRolloutsRequest()
-                        size = 0
-                    request.groups.append(fragment)
-                    size += need
-                    offset += len(piece)
-                    if offset >= len(payload):
-                        break
-            yield request
-
         response = self._call(
             lambda left: self._stub.ReportRollouts(
-                requests(), timeout=left, metadata=self._metadata
+                encode_report(run_id, step, groups), timeout=left, metadata=self._metadata
             ),
             idempotent=True,
         )
@@ -463,16 +439,95 @@ class Client:
         return {f.name: getattr(response, f.name) for f in response.DESCRIPTOR.fields}
 
 
-def _assemble_batch(stream) -> Batch:
-    """Builds a Batch from NextBatch chunks: header first, then items and replay fragments."""
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def _entry_bytes(body: int) -> int:
+    """Bytes a message of `body` bytes adds to its parent as a field: tag, length, body."""
+    return 1 + _varint_size(body) + body
+
+
+def encode_report(
+    run_id: str,
+    step: int,
+    groups: Sequence[Group],
+    max_message_bytes: int = _REQUEST_BUDGET_BYTES,
+    max_fragment_bytes: int = 0,
+) -> Iterator[dots_pb2.ReportRolloutsRequest]:
+    """The ReportRolloutsRequest messages of a report, cut by the rule of proto/payload_codec.h.
+
+    The first message names run_id and step (and there is always that one); every payload is
+    sent as consecutive fragments, the first carrying rewards and policy_version. A message has
+    a budget of `max_message_bytes` serialized bytes; `max_fragment_bytes` (0 = none) caps the
+    data of one fragment. Yields the same bytes as the C++ ReportEncoder.
+    """
+    request = dots_pb2.ReportRolloutsRequest(run_id=run_id, step=step)
+    size = request.ByteSize()
+    for g in groups:
+        payload = bytes(g.payload)
+        offset = 0
+        while True:
+            fragment = dots_pb2.RolloutFragment(key=g.key, payload_size=len(payload), offset=offset)
+            if offset == 0:
+                fragment.rewards.extend(float(r) for r in g.rewards)
+                fragment.policy_version = int(g.policy_version)
+            meta = fragment.ByteSize()
+            rest = len(payload) - offset
+            room = max_message_bytes - size - meta - _FRAGMENT_WRAP_BYTES
+            if size > 0 and room < min(rest, _MIN_FRAGMENT_DATA_BYTES):
+                yield request
+                request = dots_pb2.ReportRolloutsRequest()
+                size = 0
+                room = max_message_bytes - meta - _FRAGMENT_WRAP_BYTES
+            take = min(rest, max(room, _MIN_FRAGMENT_DATA_BYTES))
+            if max_fragment_bytes > 0:
+                take = min(take, max_fragment_bytes)
+            fragment.data = payload[offset : offset + take]
+            size += _entry_bytes(fragment.ByteSize())
+            request.groups.append(fragment)
+            offset += take
+            if offset == len(payload):
+                break
+    yield request
+
+
+def _malformed(what: str) -> DotsError:
+    return DotsError("DATA_LOSS", f"NextBatch: {what}")
+
+
+def decode_batch(chunks: Iterable[dots_pb2.NextBatchChunk]) -> Batch:
+    """Builds a Batch from NextBatch chunks, checking the layout of proto/payload_codec.h.
+
+    The header comes in the first chunk only, then the items, then the replay groups, each as
+    consecutive fragments. Raises DotsError("DATA_LOSS") naming what breaks the layout, with the
+    messages of the C++ BatchDecoder.
+    """
     header = None
     items: List[Item] = []
     groups: List[Dict[str, Any]] = []
-    for chunk in stream:
-        if header is None:
-            if not chunk.HasField("header"):
-                raise DotsError("DATA_LOSS", "NextBatch: first chunk has no header")
+
+    def last_group_complete(when: str) -> None:
+        if groups and groups[-1]["have"] != groups[-1]["size"]:
+            g = groups[-1]
+            raise _malformed(
+                f"replay group {len(groups) - 1} (key {json.dumps(g['key'])}) has "
+                f"{g['have']} of {g['size']} payload bytes {when}"
+            )
+
+    for chunk in chunks:
+        if chunk.HasField("header"):
+            if header is not None:
+                raise _malformed("a second chunk carries a header")
             header = chunk.header
+            if header.item_count < 0 or header.replay_count < 0:
+                raise _malformed("header: negative item_count or replay_count")
+        elif header is None:
+            raise _malformed("the first chunk has no header")
+        if chunk.items and groups:
+            raise _malformed("an item follows replay data (items come first)")
+        if len(items) + len(chunk.items) > header.item_count:
+            raise _malformed(f"more than the {header.item_count} items the header says")
         for it in chunk.items:
             items.append(
                 Item(
@@ -483,14 +538,20 @@ def _assemble_batch(stream) -> Batch:
                 )
             )
         for f in chunk.replay:
-            if f.offset == 0 and (not groups or groups[-1]["index"] != f.index):
-                if f.index != len(groups):
-                    raise DotsError(
-                        "DATA_LOSS", f"NextBatch: replay group {f.index} after {len(groups)} groups"
+            received = groups[-1]["have"] if groups else 0
+            expected = groups[-1]["size"] if groups else 0
+            if f.offset == 0 and f.index == len(groups):
+                last_group_complete("when the next group starts")
+                if len(groups) >= header.replay_count:
+                    raise _malformed(
+                        f"more than the {header.replay_count} replay groups the header says"
+                    )
+                if f.payload_size < 0:
+                    raise _malformed(
+                        f"replay group {len(groups)}: negative payload_size {f.payload_size}"
                     )
                 groups.append(
                     {
-                        "index": f.index,
                         "key": f.key,
                         "step": f.step,
                         "policy_version": f.policy_version,
@@ -500,38 +561,31 @@ def _assemble_batch(stream) -> Batch:
                         "have": 0,
                     }
                 )
-            if not groups or groups[-1]["index"] != f.index or groups[-1]["have"] != f.offset:
-                raise DotsError(
-                    "DATA_LOSS",
-                    f"NextBatch: replay fragment of group {f.index} at offset {f.offset} "
-                    "out of order",
+            elif (
+                not groups
+                or f.index != len(groups) - 1
+                or f.offset != received
+                or f.payload_size != expected
+            ):
+                raise _malformed(
+                    f"replay fragment out of order: index {f.index} offset {f.offset} "
+                    f"payload_size {f.payload_size}; expected index {len(groups) - 1} offset "
+                    f"{received} payload_size {expected}, or index {len(groups)} offset 0"
                 )
             g = groups[-1]
+            if g["have"] + len(f.data) > g["size"]:
+                raise _malformed(
+                    f"replay group {len(groups) - 1}: fragments exceed payload_size {g['size']}"
+                )
             g["pieces"].append(f.data)
             g["have"] += len(f.data)
     if header is None:
-        raise DotsError("DATA_LOSS", "NextBatch: empty stream")
-    replay = []
-    for g in groups:
-        if g["have"] != g["size"]:
-            raise DotsError(
-                "DATA_LOSS",
-                f"NextBatch: replay group {g['key']!r}: {g['have']} of {g['size']} payload bytes",
-            )
-        replay.append(
-            ReplayGroup(
-                key=g["key"],
-                step=g["step"],
-                policy_version=g["policy_version"],
-                rewards=g["rewards"],
-                payload=b"".join(g["pieces"]),
-            )
-        )
-    if len(items) != header.item_count or len(replay) != header.replay_count:
-        raise DotsError(
-            "DATA_LOSS",
-            f"NextBatch: got {len(items)} items and {len(replay)} replay groups, header says "
-            f"{header.item_count} and {header.replay_count}",
+        raise _malformed("the stream carried no header")
+    last_group_complete("when the stream ended")
+    if len(items) != header.item_count or len(groups) != header.replay_count:
+        raise _malformed(
+            f"got {len(items)} items and {len(groups)} replay groups, header says "
+            f"{header.item_count} and {header.replay_count}"
         )
     return Batch(
         step=header.step,
@@ -539,5 +593,14 @@ def _assemble_batch(stream) -> Batch:
         reference_batch=header.reference_batch,
         batch_size=header.batch_size,
         items=items,
-        replay=replay,
+        replay=[
+            ReplayGroup(
+                key=g["key"],
+                step=g["step"],
+                policy_version=g["policy_version"],
+                rewards=g["rewards"],
+                payload=b"".join(g["pieces"]),
+            )
+            for g in groups
+        ],
     )

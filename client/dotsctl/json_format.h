@@ -1,19 +1,27 @@
-// JSON renderings of the client's types, in the exact shapes dotsctl prints (issue 4; scripts and
-// tests rely on them), and the parser of dotsctl's report lines. Everything is one line of JSON;
-// values that are JSON text on the wire (config_json, metadata_json) are embedded as JSON, not as
-// strings. Numbers use the shortest text that reads back to the same value (rewards as floats,
-// core/util/json.h JsonFloat).
-#ifndef DOTS_CLIENT_CPP_JSON_FORMAT_H_
-#define DOTS_CLIENT_CPP_JSON_FORMAT_H_
+// JSON renderings of the client's types, in the exact shapes dotsctl prints (scripts and tests
+// rely on them), the parser of dotsctl's report lines and the base64 of their payloads. Everything
+// is one line of JSON; values that are JSON text on the wire (config_json, metadata_json) are
+// embedded as JSON, not as strings. Numbers use the shortest text that reads back to the same value
+// (rewards as floats, core/util/json.h JsonFloat).
+#ifndef DOTS_CLIENT_DOTSCTL_JSON_FORMAT_H_
+#define DOTS_CLIENT_DOTSCTL_JSON_FORMAT_H_
 
 #include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "client/cpp/client.h"
-#include "core/run/run.h"
+#include "core/types.h"
 
 namespace dots {
+
+// Standard base64 (RFC 4648 §4: A-Z a-z 0-9 + /, '=' padding) of arbitrary bytes, as
+// payload_b64 carries them. Encoding is absl::Base64Escape. Decoding is strict: only the one
+// encoding Base64Escape gives for some bytes is accepted, so a corrupted or truncated payload is
+// never silently accepted. INVALID_ARGUMENT naming the byte offset for a character outside the
+// alphabet (whitespace and the URL-safe '-' '_' included), a length that is not a multiple of 4,
+// '=' anywhere but the last one or two positions, or non-zero bits under the padding.
+// O(len(text)). Does not block.
+absl::StatusOr<std::string> DecodeBase64(std::string_view text);
 
 // Appends `text` as an embedded JSON value if it is valid JSON ("" counts as `empty_as`, e.g.
 // "{}"), else as a JSON string holding it (so the output is always valid JSON). O(len(text)).
@@ -51,4 +59,4 @@ absl::StatusOr<RolloutReport> ParseReportLine(std::string_view line);
 
 }  // namespace dots
 
-#endif  // DOTS_CLIENT_CPP_JSON_FORMAT_H_
+#endif  // DOTS_CLIENT_DOTSCTL_JSON_FORMAT_H_

@@ -1,11 +1,10 @@
 // The JSON shapes dotsctl prints are parsed back with the strict core parser and checked field by
 // field, so any malformed output or missing key fails here.
-#include "client/cpp/json_format.h"
 
 #include <cmath>
 #include <string>
 
-#include "client/cpp/base64.h"
+#include "client/dotsctl/json_format.h"
 #include "core/util/json.h"
 #include "gtest/gtest.h"
 
@@ -88,7 +87,7 @@ TEST(ClientJsonFormatTest, BatchSliceShape) {
   EXPECT_EQ(r.Find("policy_version")->as_number(), 5);
   ASSERT_EQ(r.Find("rewards")->items().size(), 3u);
   EXPECT_EQ(static_cast<float>(r.Find("rewards")->items()[2].as_number()), 0.3f);
-  absl::StatusOr<std::string> payload = Base64Decode(r.Find("payload_b64")->as_string());
+  absl::StatusOr<std::string> payload = DecodeBase64(r.Find("payload_b64")->as_string());
   ASSERT_TRUE(payload.ok());
   EXPECT_EQ(*payload, g.payload);
 }

@@ -1,9 +1,10 @@
-#include "client/cpp/json_format.h"
+#include "client/dotsctl/json_format.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "client/cpp/base64.h"
 #include "core/util/file_util.h"
 #include "core/util/json.h"
 
@@ -21,6 +22,35 @@ void AppendInt(std::string_view key, int64_t v, std::string* out) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> DecodeBase64(std::string_view text) {
+  constexpr std::string_view kAlphabet =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=";
+  if (const size_t at = text.find_first_not_of(kAlphabet); at != std::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("base64: at byte ", at, ": unexpected character 0x",
+                     absl::Hex(static_cast<unsigned char>(text[at]), absl::kZeroPad2)));
+  }
+  if (text.size() % 4 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("base64: length ", text.size(), " is not a multiple of 4"));
+  }
+  std::string bytes;
+  // Abseil's decoder is lenient (it accepts missing padding, for one); comparing with the one
+  // encoding of what it decoded rejects everything the encoder would not have written.
+  const bool decoded = absl::Base64Unescape(ToAbsl(text), &bytes);
+  const std::string canonical = decoded ? absl::Base64Escape(bytes) : std::string();
+  if (!decoded || canonical != text) {
+    const size_t at = static_cast<size_t>(
+        std::mismatch(text.begin(), text.end(), canonical.begin(), canonical.end()).first -
+        text.begin());
+    return absl::InvalidArgumentError(
+        absl::StrCat("base64: at byte ", at,
+                     ": not a valid encoding ('=' only as the last one or two "
+                     "characters, zero bits under the padding)"));
+  }
+  return bytes;
+}
 
 void AppendEmbeddedJson(std::string_view text, std::string_view empty_as, std::string* out) {
   if (text.empty()) {
@@ -108,7 +138,7 @@ std::string BatchSliceToJson(std::string_view run_id, const BatchSlice& slice) {
     out += "], ";
     AppendKey("payload_b64", &out);
     out += '"';
-    out += Base64Encode(group.payload);
+    out += absl::Base64Escape(ToAbsl(group.payload));
     out += '"';
     out += "}";
   }
@@ -221,7 +251,7 @@ absl::StatusOr<RolloutReport> ParseReportLine(std::string_view line) {
       report.policy_version = static_cast<int64_t>(v);
     } else if (name == "payload_b64") {
       if (!field.is_string()) return bad("a base64 string is required");
-      absl::StatusOr<std::string> payload = Base64Decode(field.as_string());
+      absl::StatusOr<std::string> payload = DecodeBase64(field.as_string());
       if (!payload.ok()) return bad(std::string(payload.status().message()));
       report.payload = std::move(*payload);
     } else {

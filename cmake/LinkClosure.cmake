@@ -1,0 +1,42 @@
+# dots_check_link_closure(TARGET FORBIDDEN_REGEX): stops the configuration when anything TARGET
+# links, directly or through the libraries it links, matches FORBIDDEN_REGEX. It reads the link
+# properties CMake itself uses (LINK_LIBRARIES, INTERFACE_LINK_LIBRARIES, with the $<LINK_ONLY:>
+# wrapper of a static library's private dependencies unwrapped), so it sees what the linker will
+# be given, at configure time; call it once every target is defined.
+function(dots_check_link_closure target forbidden)
+  set(seen "")
+  set(queue ${target})
+  while(queue)
+    list(POP_FRONT queue current)
+    if(current IN_LIST seen)
+      continue()
+    endif()
+    list(APPEND seen ${current})
+    if(NOT TARGET ${current})
+      continue()
+    endif()
+    get_target_property(type ${current} TYPE)
+    set(properties INTERFACE_LINK_LIBRARIES)
+    get_target_property(imported ${current} IMPORTED)
+    if(NOT type STREQUAL "INTERFACE_LIBRARY" AND NOT imported)
+      list(APPEND properties LINK_LIBRARIES)
+    endif()
+    foreach(property ${properties})
+      get_target_property(libraries ${current} ${property})
+      if(NOT libraries)
+        continue()
+      endif()
+      foreach(library ${libraries})
+        string(REGEX REPLACE "^\\$<LINK_ONLY:(.*)>$" "\\1" library "${library}")
+        if(library MATCHES "\\$<")
+          continue()  # another generator expression: not a plain library name
+        endif()
+        if(library MATCHES "${forbidden}")
+          message(FATAL_ERROR "${target} must not link ${library} (reached through ${current}); "
+                              "it is the library trainers link and carries no engine code")
+        endif()
+        list(APPEND queue ${library})
+      endforeach()
+    endforeach()
+  endwhile()
+endfunction()
