@@ -125,7 +125,8 @@ absl::StatusOr<OnlineModel> TrainOnlineModel(const FloatMatrix& embeddings,
     model.out_of_sample_labels = static_cast<int64_t>(fresh.size());
   }
 
-  const Probe* warm = previous != nullptr && !previous->empty() ? &previous->probe : nullptr;
+  const Probe* warm =
+      options.warm_start && previous != nullptr && !previous->empty() ? &previous->probe : nullptr;
   const Standardization standardization = warm != nullptr && warm->dim() == embeddings.cols
                                               ? warm->standardization()
                                               : Standardize(embeddings);

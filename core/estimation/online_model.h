@@ -39,6 +39,11 @@ struct OnlineModelOptions {
   int folds = 5;
   // Fewer labels than this and no model is trained (the estimator keeps the previous one).
   int64_t min_labels = 16;
+  // Start the probe's optimisation from the previous model's weights. Faster, but the result
+  // then depends on the whole chain of trainings; a run turns it off so that each model is a
+  // pure function of the estimator state it was trained on (and a restarted run, whose state is
+  // restored, trains the same model). Not a configuration key.
+  bool warm_start = true;
 
   // INVALID_ARGUMENT naming the field (estimator.model.*).
   absl::Status Validate() const;
@@ -71,11 +76,12 @@ struct OnlineModel {
 
 // Trains the next model from `histories` (one per question; only questions with observations
 // are labels, their label the decayed success rate) at policy version `policy_version`, on
-// `embeddings` (N x D). `previous` (may be null or empty) warm-starts the probe and is scored
-// out of sample. Returns FAILED_PRECONDITION with fewer than options.min_labels labels, and
-// the probe's errors otherwise (nothing changes for the caller: the result is a new value).
-// Cost: (folds + 1) probe trainings, O((folds + 1) * iterations * L * D) flops, plus O(N * D)
-// when scoring the previous model. Deterministic; blocks the caller; no locks.
+// `embeddings` (N x D). `previous` (may be null or empty) is scored out of sample, numbers the
+// new model (version + 1) and, with options.warm_start, starts its optimisation. Returns
+// FAILED_PRECONDITION with fewer than options.min_labels labels, and the probe's errors otherwise
+// (nothing changes for the caller: the result is a new value). Cost: (folds + 1) probe trainings,
+// O((folds + 1) * iterations * L * D) flops, plus O(N * D) when scoring the previous model.
+// Deterministic; blocks the caller; no locks.
 absl::StatusOr<OnlineModel> TrainOnlineModel(const FloatMatrix& embeddings,
                                              const std::vector<QuestionHistory>& histories,
                                              int64_t policy_version,

@@ -270,6 +270,11 @@ class Run {
   absl::Status RebuildEstimatorLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<dots::Estimates> EstimateLocked(absl::Span<const int64_t> refs)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Retrains the online difficulty model on the estimator's current state and hands it to the
+  // estimator (default mode with estimator.model.enabled; a no-op otherwise, and while fewer
+  // than estimator.model.min_labels questions are observed). Cost: see TrainOnlineModel, plus
+  // O(N * D) to predict the pool. Errors are the training's (the previous model stays).
+  absl::Status RefreshOnlineModelLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ComposeStepLocked(int64_t step, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void IssueLocked(int64_t step, StepRecord& record, int64_t question, ItemRole role, bool training,
                    absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -295,6 +300,8 @@ class Run {
   FloatMatrix text_embeddings_ ABSL_GUARDED_BY(mu_);  // when the pool has none
   std::unique_ptr<Estimator> estimator_ ABSL_GUARDED_BY(mu_);
   bool estimator_stale_ ABSL_GUARDED_BY(mu_) = true;
+  // The latest online model, kept across estimator rebuilds (scored against the next one).
+  std::shared_ptr<const OnlineModel> online_model_ ABSL_GUARDED_BY(mu_);
   absl::Status planning_error_ ABSL_GUARDED_BY(mu_);  // of the planner thread's last attempt
   ReplayStore replay_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, RoundPlan> plans_ ABSL_GUARDED_BY(mu_);

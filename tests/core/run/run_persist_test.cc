@@ -211,6 +211,11 @@ TEST_P(RunPersistTest, ReopenedRunIsTheRunItWasAndContinuesIdentically) {
   reopen(/*checkpoint_first=*/false);
   drive(3);
   EXPECT_EQ(Describe(*durable.run), Describe(*twin.run));
+  if (mode == EstimatorMode::kDefault) {
+    // The online difficulty model took part in the plans compared above.
+    EXPECT_GT(twin.run->Stats().model_version, 0);
+    EXPECT_GT(durable.run->Stats().model_version, 0);
+  }
   durable.run.reset();
   store->reset();
   std::filesystem::remove_all(dir);

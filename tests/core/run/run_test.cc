@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <set>
 #include <string>
 #include <vector>
@@ -322,6 +323,38 @@ TEST(RunTest, TooSmallPoolIsAFailedPrecondition) {
   Harness h(c, 10, 8);  // a round draws up to mu * B = 16 fresh + K = 4 references
   auto s = h.run->NextBatch(0, 0, 1, 0, kSoon);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition) << s.status();
+}
+
+// The default estimator's online difficulty model is retrained before every plan once enough
+// questions are observed, and its training shows in the run's stats; off, it never trains.
+TEST(RunTest, OnlineModelTrainsBeforeEachPlanAndReportsItsMetrics) {
+  for (const bool enabled : {true, false}) {
+    RunConfig config = SmallConfig();
+    config.estimator.options.mode = EstimatorMode::kDefault;
+    config.estimator.options.model.enabled = enabled;
+    config.estimator.options.model.min_labels = 8;
+    Harness h(config, /*pool=*/200, /*dim=*/8);
+    int64_t trainings_seen = 0;
+    for (int64_t step = 0; step < 8; ++step) {
+      h.ReportAll(h.Next(step, 0, 1, step), step);
+      const RunStats stats = h.run->Stats();
+      EXPECT_GE(stats.model_version, trainings_seen) << "step " << step;
+      trainings_seen = stats.model_version;
+    }
+    const RunStats stats = h.run->Stats();
+    SCOPED_TRACE(enabled ? "model on" : "model off");
+    if (!enabled) {
+      EXPECT_EQ(stats.model_version, 0);
+      continue;
+    }
+    // Rounds 1-3 were planned after round 0's 16 reports (>= min_labels): one training each.
+    EXPECT_EQ(stats.model_version, stats.rounds_planned - 1);
+    EXPECT_GE(stats.model_labels, 16);
+    EXPECT_LE(stats.model_labels, 48);  // at most rounds 0-2: 6 steps of 8 questions
+    EXPECT_GT(stats.model_training_loss, 0);
+    EXPECT_TRUE(std::isfinite(stats.model_training_loss));
+    EXPECT_GE(stats.model_training_seconds, 0);
+  }
 }
 
 TEST(RunTest, BackgroundPlanningServesTheNextRound) {
