@@ -139,6 +139,11 @@ void ToProto(const RunStats& stats, v1::RunStats* out) {
   out->set_rounds_planned(stats.rounds_planned);
   out->set_last_planning_seconds(stats.last_planning_seconds);
   out->set_policy_version(stats.policy_version);
+  out->set_model_version(stats.model_version);
+  out->set_model_labels(stats.model_labels);
+  out->set_model_training_loss(stats.model_training_loss);
+  out->set_model_training_seconds(stats.model_training_seconds);
+  out->set_model_out_of_sample_pearson(stats.model_out_of_sample_pearson);
 }
 
 RunStats FromProto(const v1::RunStats& stats) {
@@ -161,6 +166,11 @@ RunStats FromProto(const v1::RunStats& stats) {
   out.rounds_planned = stats.rounds_planned();
   out.last_planning_seconds = stats.last_planning_seconds();
   out.policy_version = stats.policy_version();
+  out.model_version = stats.model_version();
+  out.model_labels = stats.model_labels();
+  out.model_training_loss = stats.model_training_loss();
+  out.model_training_seconds = stats.model_training_seconds();
+  out.model_out_of_sample_pearson = stats.model_out_of_sample_pearson();
   return out;
 }
 

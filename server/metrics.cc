@@ -15,6 +15,7 @@
 #include <exception>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -230,6 +231,10 @@ struct Metrics::RunSeries {
   Gauge* leases_outstanding = nullptr;
   Gauge* step = nullptr;
   Gauge* policy_version = nullptr;
+  Gauge* model_version = nullptr;
+  Gauge* model_loss = nullptr;
+  Gauge* model_seconds = nullptr;
+  Gauge* model_pearson = nullptr;
   Counter* leases_expired = nullptr;
   Counter* effective = nullptr;
   Counter* solve_all = nullptr;
@@ -320,6 +325,28 @@ Metrics::Metrics()
                           .Name("dots_policy_version")
                           .Help("Highest policy version of the run's reported rollout groups.")
                           .Register(*registry_)),
+      model_version_(prometheus::BuildGauge()
+                         .Name("dots_model_version")
+                         .Help("Trainings of the run's online difficulty model since the server "
+                               "opened the run (0: none yet; default estimator only).")
+                         .Register(*registry_)),
+      model_training_loss_(
+          prometheus::BuildGauge()
+              .Name("dots_model_training_loss")
+              .Help("Weighted mean binary cross-entropy (nats) of the latest online difficulty "
+                    "model on its training labels.")
+              .Register(*registry_)),
+      model_training_seconds_(prometheus::BuildGauge()
+                                  .Name("dots_model_training_seconds")
+                                  .Help("Wall time of the latest online difficulty model's "
+                                        "training, all folds, in seconds.")
+                                  .Register(*registry_)),
+      model_pearson_(prometheus::BuildGauge()
+                         .Name("dots_model_out_of_sample_pearson")
+                         .Help("Pearson correlation of the previous online model's predictions "
+                               "with the success rates observed after it was trained (out of "
+                               "sample); NaN when undefined.")
+                         .Register(*registry_)),
       leases_expired_(prometheus::BuildCounter()
                           .Name("dots_leases_expired_total")
                           .Help("Leases that expired before their question was reported.")
@@ -504,6 +531,10 @@ void Metrics::RemoveRunLocked(const std::string& run_id) {
     leases_outstanding_.Remove(s.leases_outstanding);
     run_step_.Remove(s.step);
     policy_version_.Remove(s.policy_version);
+    model_version_.Remove(s.model_version);
+    model_training_loss_.Remove(s.model_loss);
+    model_training_seconds_.Remove(s.model_seconds);
+    model_pearson_.Remove(s.model_pearson);
   }
   leases_expired_.Remove(s.leases_expired);
   reported_groups_.Remove(s.effective);
@@ -526,6 +557,10 @@ void Metrics::UpdateRunLocked(const std::string& run_id, const RunStats& stats) 
     s.leases_outstanding = &leases_outstanding_.Add(run);
     s.step = &run_step_.Add(run);
     s.policy_version = &policy_version_.Add(run);
+    s.model_version = &model_version_.Add(run);
+    s.model_loss = &model_training_loss_.Add(run);
+    s.model_seconds = &model_training_seconds_.Add(run);
+    s.model_pearson = &model_pearson_.Add(run);
     s.has_snapshot = true;
   }
   s.pool_questions->Set(static_cast<double>(stats.pool_size));
@@ -534,6 +569,11 @@ void Metrics::UpdateRunLocked(const std::string& run_id, const RunStats& stats) 
   s.leases_outstanding->Set(static_cast<double>(stats.leases_outstanding));
   s.step->Set(static_cast<double>(stats.step));
   s.policy_version->Set(static_cast<double>(stats.policy_version));
+  s.model_version->Set(static_cast<double>(stats.model_version));
+  s.model_loss->Set(stats.model_training_loss);
+  s.model_seconds->Set(stats.model_training_seconds);
+  s.model_pearson->Set(stats.model_version > 0 ? stats.model_out_of_sample_pearson
+                                               : std::numeric_limits<double>::quiet_NaN());
   if (stats.effective_last_step_index >= 0) {
     if (s.effective_ratio == nullptr) s.effective_ratio = &effective_ratio_.Add({{"run", run_id}});
     s.effective_ratio->Set(stats.effective_ratio_last_step);

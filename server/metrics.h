@@ -9,7 +9,9 @@
 //   per run (label     gauges   dots_effective_question_ratio, dots_pool_questions,
 //   `run`, the only             dots_replay_groups, dots_replay_bytes, dots_leases_outstanding,
 //   per-run label)              dots_run_step, dots_policy_version,
-//                               dots_uniform_expected_effective_ratio
+//                               dots_uniform_expected_effective_ratio; the online difficulty
+//                               model's dots_model_version, dots_model_training_loss,
+//                               dots_model_training_seconds, dots_model_out_of_sample_pearson
 //                      counters dots_reported_groups_total{outcome}, dots_leases_expired_total,
 //                               dots_rounds_planned_total
 //                      histos   dots_round_planning_seconds, dots_prediction_abs_error,
@@ -178,6 +180,10 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& leases_outstanding_;
   prometheus::Family<prometheus::Gauge>& run_step_;
   prometheus::Family<prometheus::Gauge>& policy_version_;
+  prometheus::Family<prometheus::Gauge>& model_version_;
+  prometheus::Family<prometheus::Gauge>& model_training_loss_;
+  prometheus::Family<prometheus::Gauge>& model_training_seconds_;
+  prometheus::Family<prometheus::Gauge>& model_pearson_;
   prometheus::Family<prometheus::Counter>& leases_expired_;
   prometheus::Family<prometheus::Counter>& reported_groups_;
   prometheus::Family<prometheus::Counter>& rounds_planned_;

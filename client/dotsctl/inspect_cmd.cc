@@ -74,7 +74,8 @@ void AddInspectionCommands(CLI::App* app, const Connection* connection, cli::Act
       "\"solve_all_groups\",\n"
       "   \"solve_none_groups\", \"replayed_groups\", \"rounds_planned\", "
       "\"last_planning_seconds\",\n"
-      "   \"policy_version\"}\n"
+      "   \"policy_version\", \"model_version\", \"model_labels\", \"model_training_loss\",\n"
+      "   \"model_training_seconds\", \"model_out_of_sample_pearson\"}\n"
       "step and round are those of the latest batch issued (-1 before the first).",
       kTimeoutSeconds);
   stats->add_option("RUN", args->run_id, "run id")->required();

@@ -211,6 +211,19 @@ std::string RunStatsToJson(const RunStats& s) {
   out += JsonNumber(s.last_planning_seconds);
   out += ", ";
   AppendInt("policy_version", s.policy_version, &out);
+  out += ", ";
+  AppendInt("model_version", s.model_version, &out);
+  out += ", ";
+  AppendInt("model_labels", s.model_labels, &out);
+  const std::pair<const char*, double> model[] = {
+      {"model_training_loss", s.model_training_loss},
+      {"model_training_seconds", s.model_training_seconds},
+      {"model_out_of_sample_pearson", s.model_out_of_sample_pearson}};
+  for (const auto& [key, value] : model) {
+    out += ", ";
+    AppendKey(key, &out);
+    out += JsonNumber(value);
+  }
   out += "}";
   return out;
 }

@@ -46,7 +46,8 @@ std::string EstimateToJson(const QuestionEstimate& estimate);
 //  "replay_groups", "replay_bytes", "leases_outstanding", "leases_expired", then the other
 //  RunStats fields: "duplicate_reports", "rejected_reports", "effective_groups",
 //  "solve_all_groups", "solve_none_groups", "replayed_groups", "rounds_planned",
-//  "last_planning_seconds", "policy_version"}
+//  "last_planning_seconds", "policy_version", "model_version", "model_labels",
+//  "model_training_loss", "model_training_seconds", "model_out_of_sample_pearson"}
 std::string RunStatsToJson(const RunStats& stats);
 
 // Parses one report line: {"key": "q1", "rewards": [1, 0, ...], "policy_version": 3,

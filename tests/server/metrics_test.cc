@@ -139,6 +139,11 @@ RunStats SomeStats() {
   s.rounds_planned = 4;
   s.last_planning_seconds = 0.03;
   s.policy_version = 6;
+  s.model_version = 3;
+  s.model_labels = 900;
+  s.model_training_loss = 0.61;
+  s.model_training_seconds = 0.25;
+  s.model_out_of_sample_pearson = 0.42;
   return s;
 }
 
@@ -191,6 +196,10 @@ TEST(MetricsTest, UpdateRunSetsGaugesAndAdvancesCountersByTheIncrease) {
   EXPECT_EQ(Value(samples, "dots_leases_outstanding", run), 17);
   EXPECT_EQ(Value(samples, "dots_run_step", run), 7);
   EXPECT_EQ(Value(samples, "dots_policy_version", run), 6);
+  EXPECT_EQ(Value(samples, "dots_model_version", run), 3);
+  EXPECT_DOUBLE_EQ(Value(samples, "dots_model_training_loss", run).value_or(-1), 0.61);
+  EXPECT_DOUBLE_EQ(Value(samples, "dots_model_training_seconds", run).value_or(-1), 0.25);
+  EXPECT_DOUBLE_EQ(Value(samples, "dots_model_out_of_sample_pearson", run).value_or(-1), 0.42);
   EXPECT_EQ(Value(samples, "dots_leases_expired_total", run), 3);
   EXPECT_EQ(Value(samples, "dots_rounds_planned_total", run), 4);
   EXPECT_EQ(Value(samples, "dots_reported_groups_total", {{"run", "r1"}, {"outcome", "effective"}}),
@@ -301,7 +310,7 @@ TEST(MetricsTest, RemoveRunRemovesEverySeriesOfThatRunOnly) {
     return n;
   };
   const int keep_lines = lines_with(before, "run=\"keep\"");
-  EXPECT_GT(keep_lines, 40);  // 8 gauges + 5 counters + 3 histograms with their buckets
+  EXPECT_GT(keep_lines, 40);  // 12 gauges + 5 counters + 3 histograms with their buckets
   EXPECT_EQ(lines_with(after, "run=\"keep\""), keep_lines);
   EXPECT_EQ(lines_with(before, "run=\"drop\""), keep_lines);
   EXPECT_THAT(after, HasSubstr("dots_grpc_requests_total{code=\"OK\",method=\"DeleteRun\"} 1"));
