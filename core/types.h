@@ -131,7 +131,7 @@ struct RunStats {
   double last_planning_seconds = 0;
   int64_t policy_version = 0;  // highest seen
   // The online difficulty model (default estimator, docs/design.md §2.6) of the latest plan:
-  // trainings since the run (re)started (0 = none yet), its labels, weighted mean BCE on them
+  // trainings of the run so far (0 = none yet), its labels, weighted mean BCE on them
   // (nats), wall time of the training, and the Pearson correlation of the previous model's
   // predictions with the rates observed after it was trained (NaN when undefined).
   int64_t model_version = 0;

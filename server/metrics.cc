@@ -327,8 +327,8 @@ Metrics::Metrics()
                           .Register(*registry_)),
       model_version_(prometheus::BuildGauge()
                          .Name("dots_model_version")
-                         .Help("Trainings of the run's online difficulty model since the server "
-                               "opened the run (0: none yet; default estimator only).")
+                         .Help("Trainings of the run's online difficulty model so far (0: none "
+                               "yet; default estimator only).")
                          .Register(*registry_)),
       model_training_loss_(
           prometheus::BuildGauge()

@@ -261,7 +261,7 @@ absl::Status Run::RefreshOnlineModelLocked() {
   DOTS_RETURN_IF_ERROR(model->probe.PredictAll(embeddings, absl::MakeSpan(*predictions)));
   DOTS_RETURN_IF_ERROR(estimator_->SetOnlineModel(model, std::move(predictions)));
   online_model_ = model;
-  stats_.model_version = model->version;
+  ++stats_.model_version;  // counts on across restarts (the stats are durable)
   stats_.model_labels = model->labels;
   stats_.model_training_loss = model->training_loss;
   stats_.model_training_seconds = model->training_seconds;

@@ -178,6 +178,26 @@ absl::Status Run::PlanFromRecordLocked(const state::v1::RoundPlanRecord& r) {
   return absl::OkStatus();
 }
 
+namespace {
+
+void ModelStatsToRecord(const RunStats& stats, state::v1::ModelStatsRecord* r) {
+  r->set_version(stats.model_version);
+  r->set_labels(stats.model_labels);
+  r->set_training_loss(stats.model_training_loss);
+  r->set_training_seconds(stats.model_training_seconds);
+  r->set_out_of_sample_pearson(stats.model_out_of_sample_pearson);
+}
+
+void ModelStatsFromRecord(const state::v1::ModelStatsRecord& r, RunStats* stats) {
+  stats->model_version = r.version();
+  stats->model_labels = r.labels();
+  stats->model_training_loss = r.training_loss();
+  stats->model_training_seconds = r.training_seconds();
+  stats->model_out_of_sample_pearson = r.out_of_sample_pearson();
+}
+
+}  // namespace
+
 void Run::LogPlanLocked(int64_t round) {
   if (store_ == nullptr || replaying_) return;
   RunEvent event;
@@ -187,6 +207,7 @@ void Run::LogPlanLocked(int64_t round) {
   const std::vector<float>& raw = estimator_->last_estimate();
   recorded->mutable_raw_estimate()->Add(raw.begin(), raw.end());
   recorded->set_estimate_version(max_policy_version_);
+  if (stats_.model_version > 0) ModelStatsToRecord(stats_, recorded->mutable_model());
   LogLocked(event);
 }
 
@@ -205,6 +226,7 @@ void Run::FillSnapshotLocked(RunSnapshot* snap) {
   st->set_leases_expired(stats_.leases_expired);
   st->set_rounds_planned(stats_.rounds_planned);
   st->set_last_planning_seconds(stats_.last_planning_seconds);
+  ModelStatsToRecord(stats_, st->mutable_model());
   snap->set_max_policy_version(max_policy_version_);
   snap->set_last_reported_step(last_reported_step_);
   snap->set_retired_below(retired_below_);
@@ -310,6 +332,7 @@ absl::Status Run::RestoreSnapshotLocked(const RunSnapshot& snap) {
   stats_.leases_expired = st.leases_expired();
   stats_.rounds_planned = st.rounds_planned();
   stats_.last_planning_seconds = st.last_planning_seconds();
+  ModelStatsFromRecord(st.model(), &stats_);
   max_policy_version_ = snap.max_policy_version();
   last_reported_step_ = snap.last_reported_step();
   retired_below_ = snap.retired_below();
@@ -485,6 +508,7 @@ absl::Status Run::ApplyEventLocked(const RunEvent& event) {
       latest_p_hat_ = plan.p_hat;
       ++stats_.rounds_planned;
       stats_.last_planning_seconds = event.plan().planning_seconds();
+      if (event.plan().has_model()) ModelStatsFromRecord(event.plan().model(), &stats_);
       if (event.plan().raw_estimate_size() > 0) {
         std::vector<float> raw = ToVector(event.plan().raw_estimate());
         if (estimator_ != nullptr) {
