@@ -144,11 +144,15 @@ TEST(ConvertTest, EstimatesAndRunStats) {
                          &stats.duplicate_reports, &stats.rejected_reports, &stats.effective_groups,
                          &stats.solve_all_groups, &stats.solve_none_groups, &stats.replay_groups,
                          &stats.replay_bytes, &stats.replayed_groups, &stats.leases_outstanding,
-                         &stats.leases_expired, &stats.rounds_planned, &stats.policy_version}) {
+                         &stats.leases_expired, &stats.rounds_planned, &stats.policy_version,
+                         &stats.model_version, &stats.model_labels}) {
     *field = next++;
   }
   stats.effective_ratio_last_step = 0.625;
   stats.last_planning_seconds = 1.5;
+  stats.model_training_loss = 0.125;
+  stats.model_training_seconds = 2.5;
+  stats.model_out_of_sample_pearson = 0.75;
   stats.effective_last_step_index = 9;  // bookkeeping of the run: does not travel
   pb::RunStats p;
   ToProto(stats, &p);
@@ -172,7 +176,12 @@ TEST(ConvertTest, EstimatesAndRunStats) {
       {"replayed_groups", stats.replayed_groups},
       {"rounds_planned", stats.rounds_planned},
       {"last_planning_seconds", stats.last_planning_seconds},
-      {"policy_version", stats.policy_version}};
+      {"policy_version", stats.policy_version},
+      {"model_version", stats.model_version},
+      {"model_labels", stats.model_labels},
+      {"model_training_loss", stats.model_training_loss},
+      {"model_training_seconds", stats.model_training_seconds},
+      {"model_out_of_sample_pearson", stats.model_out_of_sample_pearson}};
   const google::protobuf::Reflection* reflection = p.GetReflection();
   for (int i = 0; i < p.GetDescriptor()->field_count(); ++i) {
     const google::protobuf::FieldDescriptor* field = p.GetDescriptor()->field(i);

@@ -155,7 +155,9 @@ def main():
         check(bad.returncode == 1 and 'holdout_source: "Z" is not a source' in bad.stderr and
               "(sources: A, B)" in bad.stderr and not os.path.exists(p("x.safetensors")),
               "unknown --holdout-source refused", bad.stderr.strip())
-        bad = subprocess.run(base + ["--out", p("x.safetensors"), "--batch-size", "0"],
+        zero_batch = list(base)
+        zero_batch[zero_batch.index("--batch-size") + 1] = "0"
+        bad = subprocess.run(zero_batch + ["--out", p("x.safetensors")],
                              capture_output=True, text=True)
         check(bad.returncode == 1 and "--batch-size: 0 is outside" in bad.stderr,
               "bad flag value refused naming the flag", bad.stderr.strip())

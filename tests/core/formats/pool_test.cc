@@ -22,6 +22,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string TempPath(std::string_view name) {
   std::ostringstream s;
@@ -539,16 +540,27 @@ TEST(LoadPoolTest, LoadsRealOneShotRlvrPool) {
   EXPECT_EQ(pool->question(0).metadata_json, R"({"answer": "\\frac{3}{7}"})");
 }
 
-TEST(LoadPoolTest, LoadsRealDeepScaleRPool) {
-  const std::string path = RealDataPath("deepscaler-passrates/questions.jsonl");
-  ASSERT_FALSE(path.empty()) << "deepscaler-passrates/questions.jsonl not found";
+TEST(LoadPoolTest, LoadsRealMathPool) {
+  const std::string path = RealDataPath("math-passrates/questions.jsonl");
+  ASSERT_FALSE(path.empty())
+      << "data/math-passrates/questions.jsonl not found (set DOTS_SOURCE_DIR)";
   const auto start = std::chrono::steady_clock::now();
   auto pool = LoadPool(path);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(pool.ok()) << pool.status();
-  EXPECT_EQ(pool->size(), CountLines(path).lines);
-  EXPECT_EQ(pool->size(), 29411);
+  const LineCounts counts = CountLines(path);
+  EXPECT_EQ(pool->size(), counts.lines);
+  EXPECT_EQ(pool->size(), 12500);
+  int64_t priors = 0;
+  for (const Question& q : pool->questions()) {
+    priors += q.prior.has_value();
+    ASSERT_EQ(pool->IndexOf(q.key), &q - pool->questions().data());
+  }
+  EXPECT_EQ(priors, counts.priors);
+  // The extra "rates" and "history" fields of the benchmark file stay out of the metadata.
+  EXPECT_THAT(pool->question(0).metadata_json, HasSubstr(R"("split": "train")"));
+  EXPECT_THAT(pool->question(0).metadata_json, Not(HasSubstr("history")));
   std::cout << "LoadPool(" << path << "): " << pool->size() << " questions in " << seconds * 1e3
             << " ms\n";
   ::testing::Test::RecordProperty("load_ms", static_cast<int>(seconds * 1e3));
