@@ -78,6 +78,9 @@ def run_config_seeds():
                  '"reference_size": 4, "estimator": {"mode": "history"}}',
         "paper": '{"reference_mode": "paper", "reference_sampling": "uniform", '
                  '"estimator": {"mode": "paper", "top_k": 8, "attention_tau": 0.1}}',
+        "paper_online": '{"reference_mode": "paper", "estimator": {"mode": "paper", '
+                        '"adapter_training": {"mode": "online", "epochs": 3, "hidden_size": 64, '
+                        '"num_layers": 2, "label_decay": 0.8}}}',
         "none": '{"reference_mode": "none", "reference_size": 0, "replay": {"enabled": false}, '
                 '"selector": {"strategy": "uniform"}}',
         "band": '{"selector": {"strategy": "band", "band_lo": 0.3, "band_hi": 0.7, '

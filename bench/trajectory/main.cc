@@ -122,6 +122,8 @@ struct TrajectoryArgs {
   std::optional<int64_t> top_k;
   bool no_prior = false;
   bool no_model = false;
+  std::string adapter_training = "off";
+  int adapter_training_epochs = 2;
   std::string seed = "1";
   std::string seeds;
   std::string protocol = "direct";
@@ -161,6 +163,16 @@ int RunTrajectoryCommand(const TrajectoryArgs& args) {
   config.estimator.label_window = args.label_window;
   config.estimator.use_priors = !args.no_prior;
   config.estimator.model.enabled = !args.no_model;
+  if (args.adapter_training != "off" && args.adapter_training != "online") {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("--adapter-training: \"", args.adapter_training, "\" (want off or online)")));
+  }
+  config.estimator.adapter_training.enabled = args.adapter_training == "online";
+  config.estimator.adapter_training.epochs = args.adapter_training_epochs;
+  if (config.estimator.adapter_training.enabled && args.protocol != "run") {
+    return fail(absl::InvalidArgumentError(
+        "--adapter-training online: runs train the adapter, so it needs --protocol run"));
+  }
   if (args.attention_tau.has_value()) {
     config.estimator.attention_tau = static_cast<float>(*args.attention_tau);
   }
@@ -233,6 +245,7 @@ int RunTrajectoryCommand(const TrajectoryArgs& args) {
       TrajectoryConfig c = config;
       c.selector.strategy = selector;
       c.estimator.mode = mode;
+      c.estimator.adapter_training.enabled = false;  // the baselines as released
       c.reference_sampling = ReferenceSampling::kUniform;
       return c;
     };
@@ -361,6 +374,11 @@ void AddTrajectoryCommand(CLI::App* app, cli::Action* action) {
   t->add_flag("--no-prior", args->no_prior, "ignore the pool's `prior` field");
   t->add_flag("--no-model", args->no_model,
               "default estimator without the online model (probe) feature");
+  option("--adapter-training", &args->adapter_training,
+         "off | online: paper estimator, run protocol: fine-tune the adapter (or fresh weights "
+         "without --adapter) on the run's outcomes before each round");
+  option("--adapter-training-epochs", &args->adapter_training_epochs,
+         "epochs of each online pass over the run's labels");
   option("--seed", &args->seed, "random seed");
   t->add_option("--seeds", args->seeds, "several seeds, e.g. 1-5 or 1,3,7; metrics are averaged");
   option("--protocol", &args->protocol,

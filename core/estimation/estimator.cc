@@ -74,6 +74,13 @@ absl::Status EstimatorOptions::Validate() const {
         absl::StrFormat("estimator.max_labeled: %d must be >= %d", max_labeled, kMinLabelsForFit));
   }
   if (absl::Status s = model.Validate(); !s.ok()) return s;
+  if (absl::Status s = adapter_training.Validate(); !s.ok()) return s;
+  if (adapter_training.enabled && mode != EstimatorMode::kPaper) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "estimator.adapter_training: \"online\" needs mode \"paper\" (mode is \"%s\"; the "
+        "default mode learns online through estimator.model)",
+        std::string(EstimatorModeName(mode))));
+  }
   if (recalibration_window < 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("estimator.recalibration_window: %d must be >= 0", recalibration_window));

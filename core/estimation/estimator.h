@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/estimation/adapter.h"
+#include "core/estimation/adapter_online.h"
 #include "core/estimation/history.h"
 #include "core/estimation/online_model.h"
 #include "core/estimation/similarity.h"
@@ -74,6 +75,9 @@ struct EstimatorOptions {
   // The run trains it between rounds and hands it over with SetOnlineModel; without one (or
   // with enabled = false) the stack is as before.
   OnlineModelOptions model;
+  // kPaper only: fine-tune the adapter on the run's own outcomes before each round plan
+  // (core/estimation/adapter_online.h). Off by default, which keeps paper mode bit-exact.
+  AdapterOnlineOptions adapter_training;
 
   // Checks ranges; INVALID_ARGUMENT naming the field (e.g. "estimator.decay: 1.5 is outside
   // (0, 1]").

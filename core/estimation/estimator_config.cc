@@ -66,6 +66,53 @@ absl::Status ParseModelConfig(const JsonValue& block, OnlineModelOptions* m) {
   return absl::OkStatus();
 }
 
+// "adapter_training": "off" | "online" | {"mode": "online", "epochs": 2, ...}.
+absl::Status ParseAdapterTrainingConfig(const JsonValue& block, AdapterOnlineOptions* a) {
+  auto parse_mode = [a](const JsonValue& v, const std::string& path) -> absl::Status {
+    if (v.is_string() && (v.as_string() == "off" || v.as_string() == "online")) {
+      a->enabled = v.as_string() == "online";
+      return absl::OkStatus();
+    }
+    return WrongType(path, "\"off\" or \"online\"", v);
+  };
+  if (!block.is_object()) return parse_mode(block, "adapter_training");
+  for (const auto& [key, v] : block.members()) {
+    const std::string path = "adapter_training." + key;
+    if (key == "mode") {
+      DOTS_RETURN_IF_ERROR(parse_mode(v, path));
+    } else if (key == "learning_rate") {
+      if (!v.is_number()) return WrongType(path, "a number in (0, 1]", v);
+      a->learning_rate = v.as_number();
+    } else if (key == "label_decay") {
+      if (!v.is_number()) return WrongType(path, "a number in (0, 1]", v);
+      a->label_decay = v.as_number();
+    } else if (key == "max_labels") {
+      DOTS_ASSIGN_OR_RETURN(a->max_labels, Integer(path, v));
+    } else if (key == "min_labels") {
+      DOTS_ASSIGN_OR_RETURN(a->min_labels, Integer(path, v));
+    } else if (key == "epochs" || key == "batch_size" || key == "ref_size" ||
+               key == "hidden_size" || key == "num_layers") {
+      DOTS_ASSIGN_OR_RETURN(int64_t n, Integer(path, v));
+      if (n < 0 || n > (1 << 30)) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("estimator.%s: %d is outside [0, 2^30]", path, n));
+      }
+      const int value = static_cast<int>(n);
+      if (key == "epochs") a->epochs = value;
+      if (key == "batch_size") a->batch_size = value;
+      if (key == "ref_size") a->ref_size = value;
+      if (key == "hidden_size") a->hidden_size = value;
+      if (key == "num_layers") a->num_layers = value;
+    } else {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "estimator.adapter_training.%s: unknown key (known: mode, epochs, learning_rate, "
+          "batch_size, ref_size, max_labels, min_labels, label_decay, hidden_size, num_layers)",
+          key));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ParseEstimatorConfig(const JsonValue& block, EstimatorConfig* config) {
@@ -117,11 +164,13 @@ absl::Status ParseEstimatorConfig(const JsonValue& block, EstimatorConfig* confi
       o.use_priors = v.as_bool();
     } else if (key == "model") {
       DOTS_RETURN_IF_ERROR(ParseModelConfig(v, &o.model));
+    } else if (key == "adapter_training") {
+      DOTS_RETURN_IF_ERROR(ParseAdapterTrainingConfig(v, &o.adapter_training));
     } else {
       return absl::InvalidArgumentError(absl::StrFormat(
           "estimator.%s: unknown key (known: mode, adapter_path, attention_tau, top_k, "
           "label_window, max_labeled, recalibration_window, decay, prior_strength, use_priors, "
-          "model)",
+          "model, adapter_training)",
           key));
     }
   }

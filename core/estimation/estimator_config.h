@@ -2,7 +2,11 @@
 //   {"mode": "default", "adapter_path": "", "attention_tau": 0.05, "top_k": 0,
 //    "label_window": 0, "decay": 0.95, "prior_strength": 1.0,
 //    "model": {"enabled": true, "l2": 0.01, "iterations": 100, "label_decay": 0.9,
-//              "max_labels": 4096, "min_labels": 16, "folds": 5}}
+//              "max_labels": 4096, "min_labels": 16, "folds": 5},
+//    "adapter_training": "off"}
+// `adapter_training` (paper mode only) is "off", "online", or an object with "mode" and any of
+// epochs (2), learning_rate (1e-3), batch_size (256), ref_size (256), max_labels (4096),
+// min_labels (16), label_decay (0.9), hidden_size and num_layers (fresh weights only).
 // Absent keys keep their defaults (EstimatorOptions). Unknown keys are errors, so a typo never
 // silently runs with a default.
 #ifndef DOTS_CORE_ESTIMATION_ESTIMATOR_CONFIG_H_

@@ -70,20 +70,7 @@ absl::StatusOr<OnlineModel> TrainOnlineModel(const FloatMatrix& embeddings,
   }
   const absl::Time start = absl::Now();
   // The labels: the most recently observed questions (ties by index), in index order.
-  std::vector<int64_t> labelled;
-  for (int64_t q = 0; q < n; ++q) {
-    if (histories[q].observations > 0) labelled.push_back(q);
-  }
-  if (static_cast<int64_t>(labelled.size()) > options.max_labels) {
-    std::nth_element(labelled.begin(), labelled.begin() + options.max_labels, labelled.end(),
-                     [&](int64_t a, int64_t b) {
-                       return histories[a].last_version != histories[b].last_version
-                                  ? histories[a].last_version > histories[b].last_version
-                                  : a < b;
-                     });
-    labelled.resize(static_cast<size_t>(options.max_labels));
-    std::sort(labelled.begin(), labelled.end());
-  }
+  const std::vector<int64_t> labelled = RecentlyObserved(histories, options.max_labels);
   const int64_t count = static_cast<int64_t>(labelled.size());
   if (count < options.min_labels) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -91,13 +78,9 @@ absl::StatusOr<OnlineModel> TrainOnlineModel(const FloatMatrix& embeddings,
   }
   ProbeLabels labels;
   for (int64_t q : labelled) {
-    const QuestionHistory& h = histories[q];
-    const double total = h.successes + h.failures;
     labels.questions.push_back(q);
-    labels.rates.push_back(static_cast<float>(total > 0 ? h.successes / total : h.last_rate));
-    labels.weights.push_back(static_cast<float>(std::pow(
-        options.label_decay, static_cast<double>(std::max<int64_t>(
-                                 0, policy_version - std::max<int64_t>(h.last_version, 0))))));
+    labels.rates.push_back(DecayedRate(histories[q]));
+    labels.weights.push_back(LabelWeight(histories[q], policy_version, options.label_decay));
   }
 
   OnlineModel model;

@@ -241,34 +241,6 @@ absl::Status Run::RebuildEstimatorLocked() {
   return absl::OkStatus();
 }
 
-absl::Status Run::RefreshOnlineModelLocked() {
-  const EstimatorOptions& estimator_options = config_.estimator.options;
-  if (estimator_options.mode != EstimatorMode::kDefault || !estimator_options.model.enabled) {
-    return absl::OkStatus();
-  }
-  if (estimator_ == nullptr || estimator_stale_) DOTS_RETURN_IF_ERROR(RebuildEstimatorLocked());
-  const FloatMatrix& embeddings = pool_.has_embeddings() ? pool_.embeddings() : text_embeddings_;
-  // Cold-started: the model is then a function of the estimator state alone, which a restart
-  // restores, so a restarted run plans with the model the uninterrupted run would have had.
-  OnlineModelOptions options = estimator_options.model;
-  options.warm_start = false;
-  absl::StatusOr<OnlineModel> trained = TrainOnlineModel(
-      embeddings, estimator_->histories(), max_policy_version_, options, online_model_.get());
-  if (absl::IsFailedPrecondition(trained.status())) return absl::OkStatus();  // too few labels
-  if (!trained.ok()) return trained.status();
-  auto model = std::make_shared<const OnlineModel>(*std::move(trained));
-  auto predictions = std::make_shared<std::vector<float>>(static_cast<size_t>(pool_.size()));
-  DOTS_RETURN_IF_ERROR(model->probe.PredictAll(embeddings, absl::MakeSpan(*predictions)));
-  DOTS_RETURN_IF_ERROR(estimator_->SetOnlineModel(model, std::move(predictions)));
-  online_model_ = model;
-  ++stats_.model_version;  // counts on across restarts (the stats are durable)
-  stats_.model_labels = model->labels;
-  stats_.model_training_loss = model->training_loss;
-  stats_.model_training_seconds = model->training_seconds;
-  stats_.model_out_of_sample_pearson = model->out_of_sample_pearson;
-  return absl::OkStatus();
-}
-
 absl::StatusOr<dots::Estimates> Run::EstimateLocked(absl::Span<const int64_t> refs) {
   if (estimator_ == nullptr || estimator_stale_) DOTS_RETURN_IF_ERROR(RebuildEstimatorLocked());
   return estimator_->Estimate(max_policy_version_, refs);
@@ -389,7 +361,7 @@ absl::Status Run::PlanRoundLocked(int64_t round) {
   } else if (config_.reference_mode == ReferenceMode::kInline && round > 0) {
     label_refs = plans_[round - 1].inline_refs;
   }
-  DOTS_RETURN_IF_ERROR(RefreshOnlineModelLocked());
+  DOTS_RETURN_IF_ERROR(RefreshLearnedModelLocked(round));
   DOTS_ASSIGN_OR_RETURN(dots::Estimates est, EstimateLocked(label_refs));
   if (config_.cooldown_steps > 0) {
     for (const auto& [q, step] : last_fresh_step_) {

@@ -270,11 +270,16 @@ class Run {
   absl::Status RebuildEstimatorLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<dots::Estimates> EstimateLocked(absl::Span<const int64_t> refs)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Retrains the online difficulty model on the estimator's current state and hands it to the
-  // estimator (default mode with estimator.model.enabled; a no-op otherwise, and while fewer
-  // than estimator.model.min_labels questions are observed). Cost: see TrainOnlineModel, plus
-  // O(N * D) to predict the pool. Errors are the training's (the previous model stays).
+  // Before round `round` is estimated: retrains what the run learns from its own outcomes on the
+  // estimator's current state (core/run/run_learning.cc). Default mode with estimator.model
+  // enabled: the online probe (cost: TrainOnlineModel plus O(N * D) to predict the pool; errors
+  // are the training's, the previous model stays). Paper mode with estimator.adapter_training
+  // online: fine-tunes the run's adapter (cost: TrainAdapterOnline plus O(N * D * h) to project
+  // the pool); a failed pass (e.g. a non-finite loss) keeps the estimator as it was. A no-op
+  // otherwise, and while too few questions are observed.
+  absl::Status RefreshLearnedModelLocked(int64_t round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RefreshOnlineModelLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RefreshOnlineAdapterLocked(int64_t round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ComposeStepLocked(int64_t step, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void IssueLocked(int64_t step, StepRecord& record, int64_t question, ItemRole role, bool training,
                    absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

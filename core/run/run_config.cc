@@ -195,7 +195,16 @@ void AppendEstimatorJson(const EstimatorConfig& estimator, std::string* out) {
       ", \"iterations\": ", o.model.probe.max_iterations,
       ", \"label_decay\": ", JsonNumber(o.model.label_decay),
       ", \"max_labels\": ", o.model.max_labels, ", \"min_labels\": ", o.model.min_labels,
-      ", \"folds\": ", o.model.folds, "}}");
+      ", \"folds\": ", o.model.folds, "}");
+  const AdapterOnlineOptions& a = o.adapter_training;
+  absl::StrAppend(out, ", \"adapter_training\": {\"mode\": ", a.enabled ? "\"online\"" : "\"off\"",
+                  ", \"epochs\": ", a.epochs, ", \"learning_rate\": ", JsonNumber(a.learning_rate),
+                  ", \"batch_size\": ", a.batch_size, ", \"ref_size\": ", a.ref_size,
+                  ", \"max_labels\": ", a.max_labels, ", \"min_labels\": ", a.min_labels,
+                  ", \"label_decay\": ", JsonNumber(a.label_decay));
+  if (a.hidden_size.has_value()) absl::StrAppend(out, ", \"hidden_size\": ", *a.hidden_size);
+  if (a.num_layers.has_value()) absl::StrAppend(out, ", \"num_layers\": ", *a.num_layers);
+  absl::StrAppend(out, "}}");
 }
 
 }  // namespace

@@ -283,6 +283,49 @@ TEST(RunConfigTest, OnlineModelBlockParsesValidatesAndRoundTrips) {
   }
 }
 
+TEST(RunConfigTest, AdapterTrainingParsesValidatesAndRoundTrips) {
+  const RunConfig short_form =
+      ParseOrDie(R"({"estimator": {"mode": "paper", "adapter_training": "online"}})");
+  EXPECT_TRUE(short_form.estimator.options.adapter_training.enabled);
+  EXPECT_EQ(short_form.estimator.options.adapter_training.epochs, 2);
+  const RunConfig c = ParseOrDie(
+      R"({"estimator": {"mode": "paper", "adapter_training": {"mode": "online", "epochs": 3,
+          "learning_rate": 0.0005, "batch_size": 64, "ref_size": 32, "max_labels": 500,
+          "min_labels": 8, "label_decay": 0.8, "hidden_size": 16, "num_layers": 1}}})");
+  const AdapterOnlineOptions& a = c.estimator.options.adapter_training;
+  EXPECT_TRUE(a.enabled);
+  EXPECT_EQ(a.epochs, 3);
+  EXPECT_EQ(a.learning_rate, 0.0005);
+  EXPECT_EQ(a.batch_size, 64);
+  EXPECT_EQ(a.ref_size, 32);
+  EXPECT_EQ(a.max_labels, 500);
+  EXPECT_EQ(a.min_labels, 8);
+  EXPECT_EQ(a.label_decay, 0.8);
+  EXPECT_EQ(a.hidden_size, 16);
+  EXPECT_EQ(a.num_layers, 1);
+  const RunConfig again = ParseOrDie(RunConfigToJson(c));
+  EXPECT_EQ(RunConfigToJson(again), RunConfigToJson(c));
+  EXPECT_EQ(again.estimator.options.adapter_training.hidden_size, 16);
+  for (const auto& [json, field] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"estimator": {"adapter_training": "online"}})", "estimator.adapter_training"},
+           {R"({"estimator": {"mode": "paper", "adapter_training": "yes"}})",
+            "estimator.adapter_training"},
+           {R"({"estimator": {"mode": "paper", "adapter_training": {"epochs": 0}}})",
+            "estimator.adapter_training.epochs"},
+           {R"({"estimator": {"mode": "paper", "adapter_training": {"learning_rate": -1}}})",
+            "estimator.adapter_training.learning_rate"},
+           {R"({"estimator": {"mode": "paper", "adapter_training": {"label_decay": 0}}})",
+            "estimator.adapter_training.label_decay"},
+           {R"({"estimator": {"mode": "paper", "adapter_training": {"min_labels": 1}}})",
+            "estimator.adapter_training.min_labels"},
+           {R"({"estimator": {"mode": "paper", "adapter_training": {"mode": "on"}}})",
+            "estimator.adapter_training.mode"},
+           {R"({"estimator": {"mode": "paper", "adapter_training": {"lr": 0.1}}})",
+            "estimator.adapter_training.lr"}}) {
+    ExpectInvalid(json, {field});
+  }
+}
+
 TEST(RunConfigTest, RoundTripsDefaults) {
   const std::string json = RunConfigToJson(RunConfig());
   // Valid JSON with every top-level key and nested block, in the documented order.
@@ -296,8 +339,9 @@ TEST(RunConfigTest, RoundTripsDefaults) {
                       "seed", "lease_timeout_seconds", "estimator", "selector", "replay"}));
   EXPECT_EQ(doc->Find("replay")->members().size(), 7u);
   EXPECT_EQ(doc->Find("selector")->members().size(), 4u);
-  EXPECT_EQ(doc->Find("estimator")->members().size(), 11u);
+  EXPECT_EQ(doc->Find("estimator")->members().size(), 12u);
   EXPECT_EQ(doc->Find("estimator")->Find("model")->members().size(), 7u);
+  EXPECT_EQ(doc->Find("estimator")->Find("adapter_training")->Find("mode")->as_string(), "off");
   EXPECT_TRUE(doc->Find("reference_sampling")->is_null());
   EXPECT_TRUE(doc->Find("estimator")->Find("attention_tau")->is_null());
   EXPECT_TRUE(doc->Find("estimator")->Find("top_k")->is_null());

@@ -146,13 +146,23 @@ void DriveBoth(Driver& durable, Driver& twin, int64_t first, int64_t steps,
   }
 }
 
-class RunPersistTest : public ::testing::TestWithParam<std::tuple<EstimatorMode, ReferenceMode>> {};
+// (estimator mode, reference mode, paper mode's online adapter training on).
+class RunPersistTest
+    : public ::testing::TestWithParam<std::tuple<EstimatorMode, ReferenceMode, bool>> {};
 
 // Restart (events only, then snapshot + events), then continue: every served step is re-served
 // identically, stats and estimates are identical, and later steps match the twin's.
 TEST_P(RunPersistTest, ReopenedRunIsTheRunItWasAndContinuesIdentically) {
-  const auto [mode, reference] = GetParam();
-  const RunConfig config = PersistConfig(mode, reference);
+  const auto [mode, reference, adapter_training] = GetParam();
+  RunConfig config = PersistConfig(mode, reference);
+  if (adapter_training) {
+    AdapterOnlineOptions& online = config.estimator.options.adapter_training;
+    online.enabled = true;
+    online.batch_size = 32;
+    online.ref_size = 16;
+    online.hidden_size = 16;
+    online.num_layers = 1;
+  }
   const std::string dir = NewDir();
   FakeClock durable_clock, twin_clock;
   std::vector<Question> questions;
@@ -211,10 +221,12 @@ TEST_P(RunPersistTest, ReopenedRunIsTheRunItWasAndContinuesIdentically) {
   reopen(/*checkpoint_first=*/false);
   drive(3);
   EXPECT_EQ(Describe(*durable.run), Describe(*twin.run));
-  if (mode == EstimatorMode::kDefault) {
-    // The online difficulty model took part in the plans compared above.
+  if (mode == EstimatorMode::kDefault || adapter_training) {
+    // The online difficulty model (or adapter) took part in the plans compared above.
     EXPECT_GT(twin.run->Stats().model_version, 0);
     EXPECT_GT(durable.run->Stats().model_version, 0);
+  } else {
+    EXPECT_EQ(twin.run->Stats().model_version, 0);  // paper mode as released: nothing trains
   }
   durable.run.reset();
   store->reset();
@@ -223,9 +235,10 @@ TEST_P(RunPersistTest, ReopenedRunIsTheRunItWasAndContinuesIdentically) {
 
 INSTANTIATE_TEST_SUITE_P(
     Modes, RunPersistTest,
-    ::testing::Values(std::make_tuple(EstimatorMode::kDefault, ReferenceMode::kInline),
-                      std::make_tuple(EstimatorMode::kHistory, ReferenceMode::kInline),
-                      std::make_tuple(EstimatorMode::kPaper, ReferenceMode::kPaper)));
+    ::testing::Values(std::make_tuple(EstimatorMode::kDefault, ReferenceMode::kInline, false),
+                      std::make_tuple(EstimatorMode::kHistory, ReferenceMode::kInline, false),
+                      std::make_tuple(EstimatorMode::kPaper, ReferenceMode::kPaper, false),
+                      std::make_tuple(EstimatorMode::kPaper, ReferenceMode::kPaper, true)));
 
 TEST(StateStoreTest, RefusesAnotherFormatVersionAndLeavesItUntouched) {
   const std::string dir = NewDir();

@@ -357,6 +357,55 @@ TEST(RunTest, OnlineModelTrainsBeforeEachPlanAndReportsItsMetrics) {
   }
 }
 
+// Paper mode with estimator.adapter_training online: the adapter is fine-tuned on the run's
+// outcomes before each plan once enough questions are observed, and the estimates change;
+// with it off, paper mode trains nothing.
+TEST(RunTest, PaperModeFineTunesTheAdapterOnlineOnlyWhenAskedTo) {
+  std::vector<std::vector<QuestionEstimate>> estimates;
+  for (const bool online : {false, true}) {
+    RunConfig config = SmallConfig();
+    config.reference_mode = ReferenceMode::kPaper;
+    config.estimator.options.mode = EstimatorMode::kPaper;
+    AdapterOnlineOptions& a = config.estimator.options.adapter_training;
+    a.enabled = online;
+    a.min_labels = 12;
+    a.batch_size = 16;
+    a.ref_size = 16;
+    a.hidden_size = 16;
+    a.num_layers = 1;
+    Harness h(config, /*pool=*/120, /*dim=*/8);
+    for (int64_t step = 0; step < 8; ++step) {
+      BatchSlice s = h.Next(step, 0, 1, step);
+      if (s.reference_batch) {
+        h.ReportAll(s, step);
+        s = h.Next(step, 0, 1, step);
+      }
+      h.ReportAll(s, step);
+    }
+    const RunStats stats = h.run->Stats();
+    SCOPED_TRACE(online ? "online" : "off");
+    if (!online) {
+      EXPECT_EQ(stats.model_version, 0);
+    } else {
+      // Round 0 observed 4 references + 16 fresh questions (>= 12): rounds 1-3 trained.
+      EXPECT_EQ(stats.model_version, stats.rounds_planned - 1);
+      EXPECT_GE(stats.model_labels, 12);
+      EXPECT_GT(stats.model_training_loss, 0);
+      EXPECT_TRUE(std::isnan(stats.model_out_of_sample_pearson));
+    }
+    std::vector<std::string> keys;
+    for (int i = 0; i < 120; ++i) keys.push_back(absl::StrCat("q", i));
+    auto est = h.run->GetEstimates(keys);
+    ASSERT_TRUE(est.ok()) << est.status();
+    estimates.push_back(*std::move(est));
+  }
+  int differ = 0;
+  for (size_t i = 0; i < estimates[0].size(); ++i) {
+    differ += estimates[0][i].p_hat != estimates[1][i].p_hat;
+  }
+  EXPECT_GT(differ, 60);
+}
+
 TEST(RunTest, BackgroundPlanningServesTheNextRound) {
   Run::Options options;  // real clock, planner thread
   auto run = Run::Create("bg", SmallConfig(), options);
