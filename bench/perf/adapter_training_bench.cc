@@ -16,8 +16,8 @@
 // Counters:
 //   GFLOP/s      useful flops / wall time (TrainableAdapter::StepFlops per step; 2 N (D h +
 //                2 h^2) for the projection)
-//   peak_frac    GFLOP/s over the GEMM peak of the same binary (GemmPeakGflops: BM_GemmPeak's
-//                figure, or the same measurement made on demand)
+//   peak_frac    GFLOP/s over the GEMM peak of the same binary (GemmPeakGflops: the faster of
+//                Eigen's and OpenBLAS's GEMM, from BM_GemmPeak or measured on demand)
 //   step_frac    wall time over the paper's 60 s step (the target is <= 0.1 for the pass)
 //   bytes_per_q  (BM_ReprojectPool) what the trained adapter adds per pool question in the
 //                scorer: h float32 query projections (the embeddings are kept with any adapter)
