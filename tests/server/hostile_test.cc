@@ -35,17 +35,21 @@ class HostileTest : public ServerTest {
     before_ = Fingerprint();
   }
 
-  // Everything a client can see of the run.
-  std::string Fingerprint() {
-    std::string out;
-    {
-      grpc::ClientContext context;
-      pb::GetRunStatsRequest request;
-      request.set_run_id("h");
-      pb::RunStats stats;
-      EXPECT_TRUE(stub_->GetRunStats(&context, request, &stats).ok());
-      out = stats.ShortDebugString();
-    }
+  pb::RunStats Stats() {
+    grpc::ClientContext context;
+    pb::GetRunStatsRequest request;
+    request.set_run_id("h");
+    pb::RunStats stats;
+    EXPECT_TRUE(stub_->GetRunStats(&context, request, &stats).ok());
+    return stats;
+  }
+
+  // Everything a client can see of the run; without the rejected-report counter when
+  // `with_rejections` is false (a group rejected inside an accepted call counts there).
+  std::string Fingerprint(bool with_rejections = true) {
+    pb::RunStats stats = Stats();
+    if (!with_rejections) stats.clear_rejected_reports();
+    std::string out = stats.ShortDebugString();
     {
       grpc::ClientContext context;
       pb::GetEstimatesRequest request;
@@ -158,6 +162,8 @@ TEST_F(HostileTest, BadReportsAreRejectedPerGroupAndNothingIsApplied) {
       {"key not handed out", {"q63", {1, 0, 0, 0}, 0, "p"}, "key"},
       {"negative policy version", {unreported, {1, 0, 0, 0}, -3, "p"}, "policy_version"},
   };
+  const std::string unchanged = Fingerprint(/*with_rejections=*/false);
+  int64_t rejected = Stats().rejected_reports();
   for (Case& c : cases) {
     if (c.what == "key not handed out") {  // a question of the pool that step 0 did not serve
       for (int i = 0; i < 64; ++i) {
@@ -176,8 +182,10 @@ TEST_F(HostileTest, BadReportsAreRejectedPerGroupAndNothingIsApplied) {
     EXPECT_EQ(response.accepted(), 0) << c.what;
     ASSERT_EQ(response.rejected_size(), 1) << c.what;
     EXPECT_THAT(response.rejected(0).error(), HasSubstr(c.field)) << c.what;
-    // Stats count rejections; everything else must be as before.
-    before_ = Fingerprint();
+    // The stats count the rejection, once; everything else is as before.
+    EXPECT_EQ(Stats().rejected_reports(), rejected + 1) << c.what;
+    EXPECT_EQ(Fingerprint(/*with_rejections=*/false), unchanged) << c.what << " changed the run";
+    rejected = Stats().rejected_reports();
   }
   // Reports of steps never served: the groups are rejected, nothing applied.
   for (int64_t step : {int64_t{5}, int64_t{1} << 40}) {
@@ -187,6 +195,8 @@ TEST_F(HostileTest, BadReportsAreRejectedPerGroupAndNothingIsApplied) {
     EXPECT_EQ(response.accepted(), 0);
     ASSERT_EQ(response.rejected_size(), 1);
     EXPECT_THAT(response.rejected(0).error(), HasSubstr("step"));
+    EXPECT_EQ(Stats().rejected_reports(), ++rejected);
+    EXPECT_EQ(Fingerprint(/*with_rejections=*/false), unchanged) << "step " << step;
   }
   before_ = Fingerprint();  // the rejections above are counted in the stats
   ExpectRefused(Report("h", -1, {{unreported, {1, 0, 0, 0}, 0, "p"}}),
