@@ -15,6 +15,10 @@
 
 namespace dots {
 
+// The gRPC metadata key that carries the run a call names (the routing key of a router in front
+// of several servers; checked by the server against the request's run_id).
+inline constexpr char kRoutingHeader[] = "x-dots-run";
+
 // ---- runs ----
 void ToProto(const RunInfo& run, v1::RunInfo* out);
 RunInfo FromProto(const v1::RunInfo& run);

@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/run/run_config.h"
+#include "core/util/file_util.h"
 #include "core/util/status_macros.h"
 #include "proto/convert.h"
 #include "proto/payload_codec.h"
@@ -133,8 +134,25 @@ absl::Status DotsService::AuthorizeAdmin(const grpc::CallbackServerContext& cont
 
 absl::Status DotsService::AuthorizeRun(const grpc::CallbackServerContext& context,
                                        const std::string& run_id) const {
-  if (!auth_enabled()) return absl::OkStatus();
-  return options_.auth->AuthorizeRun(context, *registry_, run_id);
+  if (auth_enabled()) {
+    DOTS_RETURN_IF_ERROR(options_.auth->AuthorizeRun(context, *registry_, run_id));
+  }
+  return CheckRoutingKey(context, run_id);
+}
+
+absl::Status DotsService::CheckRoutingKey(const grpc::CallbackServerContext& context,
+                                          std::string_view run_id) {
+  const auto range = context.client_metadata().equal_range(kRoutingHeader);
+  if (range.first == range.second) return absl::OkStatus();
+  if (std::next(range.first) != range.second) {
+    return absl::InvalidArgumentError("x-dots-run: the routing header is given more than once");
+  }
+  const std::string_view routed(range.first->second.data(), range.first->second.size());
+  if (routed == run_id) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("x-dots-run: the routing header names run \"", ToAbsl(routed),
+                   "\" but the request names run \"", ToAbsl(run_id),
+                   "\"; the call was routed for another run and is refused"));
 }
 
 absl::Status DotsService::AuthenticateAny(const grpc::CallbackServerContext& context) const {
@@ -194,6 +212,7 @@ grpc::ServerUnaryReactor* DotsService::CreateRun(grpc::CallbackServerContext* co
                                                  v1::RunInfo* response) {
   return RunUnary(context, [this, context, request, response]() -> absl::Status {
     DOTS_RETURN_IF_ERROR(AuthorizeAdmin(*context));
+    DOTS_RETURN_IF_ERROR(CheckRoutingKey(*context, request->run_id()));
     DOTS_RETURN_IF_ERROR(ValidateRunIdField(request->run_id()));
     const std::string& text = request->config_json();
     absl::StatusOr<RunConfig> config = ParseRunConfig(text.empty() ? "{}" : text);

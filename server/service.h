@@ -150,6 +150,12 @@ class DotsService final : public v1::Dots::CallbackService {
   absl::Status AuthorizeRun(const grpc::CallbackServerContext& context,
                             const std::string& run_id) const;
   absl::Status AuthenticateAny(const grpc::CallbackServerContext& context) const;
+  // The routing key: a call that names run `run_id` may carry it as metadata `x-dots-run` (the
+  // clients always do; a router such as HAProxy hashes it to pick the replica). When present it
+  // must equal `run_id`, so that a misrouted or mislabelled call never acts on another run:
+  // INVALID_ARGUMENT naming x-dots-run otherwise (also for the header given twice). O(1).
+  static absl::Status CheckRoutingKey(const grpc::CallbackServerContext& context,
+                                      std::string_view run_id);
   bool auth_enabled() const { return options_.auth != nullptr && options_.auth->enabled(); }
   // Runs `work` on the `calls` executor and finishes the unary call with its status.
   template <typename Work>

@@ -164,6 +164,7 @@ class DotsService::ImportRunReactor final
     file_ = nullptr;
     DOTS_ASSIGN_OR_RETURN(ArchiveSummary summary, VerifyRunArchive(path_));
     const std::string id = run_id_.empty() ? summary.run_id : run_id_;
+    DOTS_RETURN_IF_ERROR(CheckRoutingKey(*context(), id));
     DOTS_RETURN_IF_ERROR(ValidateRunIdField(id));
     RunRegistry& registry = *service_->registry_;
     if (registry.Get(id).ok()) {

@@ -165,6 +165,7 @@ class DotsService::ImportPoolReactor final : public QueuedWriteReactor<v1::Impor
     // The admin's alone: it reads files of the server's filesystem (and names them and their
     // lines in errors), which no run's token may reach.
     if (serving.ok()) serving = service_->AuthorizeAdmin(context);
+    if (serving.ok()) serving = CheckRoutingKey(context, request.run_id());
     if (!serving.ok()) {
       Finish(ToGrpcStatus(serving));
       return;

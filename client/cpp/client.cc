@@ -83,7 +83,8 @@ class Client::Impl {
   // retryable (or `retry` is false), max_attempts is reached, or the next backoff would end past
   // `deadline`. `attempt` must rebuild its outputs from scratch each time. Adds the attempts made
   // to *attempts.
-  absl::Status Call(bool retry, absl::Time deadline, int* attempts,
+  // `run_id` (empty for calls that name no run) travels as the routing header kRoutingHeader.
+  absl::Status Call(bool retry, absl::Time deadline, int* attempts, const std::string& run_id,
                     const std::function<grpc::Status(grpc::ClientContext*)>& attempt) {
     absl::Duration backoff = options_.initial_backoff;
     for (int n = 1;; ++n) {
@@ -92,6 +93,7 @@ class Client::Impl {
       if (!options_.token.empty()) {
         context.AddMetadata("authorization", absl::StrCat("Bearer ", options_.token));
       }
+      if (!run_id.empty()) context.AddMetadata(kRoutingHeader, run_id);
       const grpc::Status status = attempt(&context);
       ++*attempts;
       if (n > 1) total_retries_->fetch_add(1, std::memory_order_relaxed);
@@ -250,10 +252,10 @@ absl::StatusOr<RunInfo> Client::CreateRun(const std::string& run_id, const std::
   request.set_run_id(run_id);
   request.set_config_json(config_json);
   pb::RunInfo response;
-  absl::Status s =
-      impl_->Call(/*retry=*/false, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
-        return impl_->stub().CreateRun(context, request, &response);
-      });
+  absl::Status s = impl_->Call(/*retry=*/false, *deadline, attempts.get(), run_id,
+                               [&](grpc::ClientContext* context) {
+                                 return impl_->stub().CreateRun(context, request, &response);
+                               });
   if (!s.ok()) return s;
   return FromProto(response);
 }
@@ -265,10 +267,10 @@ absl::StatusOr<RunInfo> Client::GetRun(const std::string& run_id, const CallOpti
   pb::GetRunRequest request;
   request.set_run_id(run_id);
   pb::RunInfo response;
-  absl::Status s =
-      impl_->Call(/*retry=*/true, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
-        return impl_->stub().GetRun(context, request, &response);
-      });
+  absl::Status s = impl_->Call(/*retry=*/true, *deadline, attempts.get(), run_id,
+                               [&](grpc::ClientContext* context) {
+                                 return impl_->stub().GetRun(context, request, &response);
+                               });
   if (!s.ok()) return s;
   return FromProto(response);
 }
@@ -279,10 +281,10 @@ absl::StatusOr<std::vector<RunInfo>> Client::ListRuns(const CallOptions& call) {
   if (!deadline.ok()) return deadline.status();
   pb::ListRunsRequest request;
   pb::ListRunsResponse response;
-  absl::Status s =
-      impl_->Call(/*retry=*/true, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
-        return impl_->stub().ListRuns(context, request, &response);
-      });
+  absl::Status s = impl_->Call(/*retry=*/true, *deadline, attempts.get(), /*run_id=*/"",
+                               [&](grpc::ClientContext* context) {
+                                 return impl_->stub().ListRuns(context, request, &response);
+                               });
   if (!s.ok()) return s;
   std::vector<RunInfo> runs;
   runs.reserve(response.runs_size());
@@ -297,9 +299,10 @@ absl::Status Client::DeleteRun(const std::string& run_id, const CallOptions& cal
   pb::DeleteRunRequest request;
   request.set_run_id(run_id);
   pb::DeleteRunResponse response;
-  return impl_->Call(/*retry=*/false, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
-    return impl_->stub().DeleteRun(context, request, &response);
-  });
+  return impl_->Call(/*retry=*/false, *deadline, attempts.get(), run_id,
+                     [&](grpc::ClientContext* context) {
+                       return impl_->stub().DeleteRun(context, request, &response);
+                     });
 }
 
 absl::StatusOr<UpsertResult> Client::UpsertQuestions(const std::string& run_id,
@@ -320,7 +323,7 @@ absl::StatusOr<UpsertResult> Client::UpsertQuestions(const std::string& run_id,
   }
   pb::UpsertQuestionsResponse response;
   absl::Status s = impl_->Call(
-      /*retry=*/true, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
+      /*retry=*/true, *deadline, attempts.get(), run_id, [&](grpc::ClientContext* context) {
         response.Clear();
         std::unique_ptr<grpc::ClientWriter<pb::UpsertQuestionsRequest>> writer =
             impl_->stub().UpsertQuestions(context, &response);
@@ -368,7 +371,7 @@ absl::Status Client::ExportRun(const std::string& run_id, const std::string& pat
   request.set_run_id(run_id);
   const std::string partial = path + ".partial";
   absl::Status s = impl_->Call(
-      /*retry=*/true, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
+      /*retry=*/true, *deadline, attempts.get(), run_id, [&](grpc::ClientContext* context) {
         std::ofstream out(partial, std::ios::binary | std::ios::trunc);
         if (!out) return grpc::Status(grpc::StatusCode::INTERNAL, partial + ": cannot be written");
         std::unique_ptr<grpc::ClientReader<pb::ExportRunChunk>> reader =
@@ -403,7 +406,7 @@ absl::StatusOr<RunInfo> Client::ImportRun(const std::string& path, const std::st
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot be read"));
   pb::RunInfo info;
   absl::Status s = impl_->Call(
-      /*retry=*/false, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
+      /*retry=*/false, *deadline, attempts.get(), as_run_id, [&](grpc::ClientContext* context) {
         std::unique_ptr<grpc::ClientWriter<pb::ImportRunRequest>> writer =
             impl_->stub().ImportRun(context, &info);
         pb::ImportRunRequest request;
@@ -438,7 +441,7 @@ absl::StatusOr<ImportProgress> Client::ImportPool(const std::string& run_id,
   request.set_embeddings_path(embeddings_path);
   ImportProgress last;
   absl::Status s = impl_->Call(
-      /*retry=*/true, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
+      /*retry=*/true, *deadline, attempts.get(), run_id, [&](grpc::ClientContext* context) {
         last = ImportProgress();
         std::unique_ptr<grpc::ClientReader<pb::ImportPoolProgress>> reader =
             impl_->stub().ImportPool(context, request);
@@ -472,7 +475,7 @@ absl::StatusOr<BatchSlice> Client::NextBatch(const std::string& run_id, int64_t 
   request.set_max_chunk_bytes(options_.max_chunk_bytes);
   BatchSlice slice;
   absl::Status s = impl_->Call(
-      /*retry=*/true, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
+      /*retry=*/true, *deadline, attempts.get(), run_id, [&](grpc::ClientContext* context) {
         BatchDecoder decoder;
         std::unique_ptr<grpc::ClientReader<pb::NextBatchChunk>> reader =
             impl_->stub().NextBatch(context, request);
@@ -515,7 +518,7 @@ absl::StatusOr<ReportResult> Client::ReportRollouts(const std::string& run_id, i
   const int64_t budget = options_.max_request_bytes;
   pb::ReportRolloutsResponse response;
   absl::Status s = impl_->Call(
-      /*retry=*/true, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
+      /*retry=*/true, *deadline, attempts.get(), run_id, [&](grpc::ClientContext* context) {
         response.Clear();
         std::unique_ptr<grpc::ClientWriter<pb::ReportRolloutsRequest>> writer =
             impl_->stub().ReportRollouts(context, &response);
@@ -554,10 +557,10 @@ absl::StatusOr<std::vector<QuestionEstimate>> Client::GetEstimates(
     }
     do {
       pb::GetEstimatesResponse response;
-      absl::Status s =
-          impl_->Call(/*retry=*/true, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
-            return impl_->stub().GetEstimates(context, request, &response);
-          });
+      absl::Status s = impl_->Call(/*retry=*/true, *deadline, attempts.get(), run_id,
+                                   [&](grpc::ClientContext* context) {
+                                     return impl_->stub().GetEstimates(context, request, &response);
+                                   });
       if (!s.ok()) return s;
       for (const pb::QuestionEstimate& e : response.estimates()) out.push_back(FromProto(e));
       if (!response.next_page_token().empty() &&
@@ -577,10 +580,10 @@ absl::StatusOr<RunStats> Client::GetRunStats(const std::string& run_id, const Ca
   pb::GetRunStatsRequest request;
   request.set_run_id(run_id);
   pb::RunStats p;
-  absl::Status s =
-      impl_->Call(/*retry=*/true, *deadline, attempts.get(), [&](grpc::ClientContext* context) {
-        return impl_->stub().GetRunStats(context, request, &p);
-      });
+  absl::Status s = impl_->Call(/*retry=*/true, *deadline, attempts.get(), run_id,
+                               [&](grpc::ClientContext* context) {
+                                 return impl_->stub().GetRunStats(context, request, &p);
+                               });
   if (!s.ok()) return s;
   return FromProto(p);
 }

@@ -33,6 +33,10 @@
 // fragments), and NextBatch reassembles the server's chunks, so a batch whose replay payloads
 // total far more than the default 4 MiB receive limit arrives with default channel settings.
 //
+// Routing. Every call that names a run also sends it as gRPC metadata `x-dots-run` (ImportRun:
+// when given `as_run_id`), the key a router in front of several servers hashes; the server
+// refuses a call whose header and run id differ (INVALID_ARGUMENT naming x-dots-run).
+//
 // Thread safety: a Client is thread-safe; all calls share one channel (HTTP/2 connection) and may
 // run concurrently from any number of threads. Every method blocks the calling thread.
 #ifndef DOTS_CLIENT_CPP_CLIENT_H_

@@ -16,6 +16,7 @@
 #include "client/cpp/client.h"
 #include "dots/v1/dots.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "proto/convert.h"
 #include "proto/payload_codec.h"
 #include "tests/client/test_payload.h"
 #include "tests/proto/broken_batches.h"
@@ -234,6 +235,31 @@ TEST_F(ClientProtocolTest, SendsBearerToken) {
   std::unique_ptr<Client> client = MakeClient({.token = "s3cret"});
   ASSERT_TRUE(client->GetRun("r1").ok());
   EXPECT_EQ(seen, "Bearer s3cret");
+}
+
+TEST_F(ClientProtocolTest, SendsTheRunAsTheRoutingHeader) {
+  auto header = [](grpc::ServerContext* context) {
+    const auto range = context->client_metadata().equal_range(kRoutingHeader);
+    std::vector<std::string> values;
+    for (auto it = range.first; it != range.second; ++it) {
+      values.emplace_back(it->second.data(), it->second.size());
+    }
+    return values;
+  };
+  std::vector<std::string> get_run, stats;
+  fake_.get_run = [&](grpc::ServerContext* context, const std::string&, int) {
+    get_run = header(context);
+    return grpc::Status::OK;
+  };
+  fake_.stats = [&](grpc::ServerContext* context) {
+    stats = header(context);
+    return grpc::Status::OK;
+  };
+  std::unique_ptr<Client> client = MakeClient();
+  ASSERT_TRUE(client->GetRun("r1").ok());
+  ASSERT_TRUE(client->GetRunStats("run two").ok());
+  EXPECT_EQ(get_run, std::vector<std::string>{"r1"});
+  EXPECT_EQ(stats, std::vector<std::string>{"run two"});
 }
 
 TEST_F(ClientProtocolTest, DeadlineIsRespected) {

@@ -315,6 +315,10 @@ class FlakyDots(dots_pb2_grpc.DotsServicer):
         self._enter("CreateRun", context)
         return dots_pb2.RunInfo(run_id=request.run_id, config_json="{}")
 
+    def ListRuns(self, request, context):
+        self._enter("ListRuns", context)
+        return dots_pb2.ListRunsResponse()
+
 
 @pytest.fixture
 def flaky():
@@ -344,6 +348,16 @@ def test_idempotent_calls_retry_unavailable_and_send_the_token(flaky):
         assert e.value.code == "UNAVAILABLE" and e.value.message == "draining"
         assert servicer.calls["CreateRun"] == 1
     assert all(m.get("authorization") == "Bearer s3cret" for m in servicer.metadata)
+    # Every call that names a run carries it as the routing header.
+    assert all(m.get("x-dots-run") == "r" for m in servicer.metadata)
+
+
+def test_only_calls_that_name_a_run_carry_the_routing_header(flaky):
+    servicer, address = flaky
+    with dots_client.Client(address, initial_backoff=0.01) as c:
+        assert c.list_runs() == []
+        c.stats("run-7")
+    assert [m.get("x-dots-run") for m in servicer.metadata] == [None] * 3 + ["run-7"] * 3
 
 
 def test_retries_stop_after_max_attempts(flaky):

@@ -33,6 +33,8 @@ _MIN_FRAGMENT_DATA_BYTES = 256
 _FRAGMENT_WRAP_BYTES = 2 * (1 + 10)
 # The server's cap on keys per GetEstimates call (kMaxPageSize).
 _MAX_KEYS_PER_CALL = 10000
+# The metadata key that carries a call's run (kRoutingHeader in proto/convert.h).
+ROUTING_HEADER = "x-dots-run"
 
 _ROLE_NAMES = {
     dots_pb2.ROLE_FRESH: "fresh",
@@ -235,10 +237,15 @@ class Client:
             time.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
 
+    def _metadata_for(self, run_id: str):
+        """Call metadata: the token, and the run a call names as the routing header
+        `x-dots-run` (a router in front of several servers hashes it; the server refuses a call
+        whose header and run id differ)."""
+        return self._metadata + ((ROUTING_HEADER, run_id),) if run_id else self._metadata
+
     def _unary(self, method, request, idempotent: bool = True):
-        return self._call(
-            lambda left: method(request, timeout=left, metadata=self._metadata), idempotent
-        )
+        metadata = self._metadata_for(getattr(request, "run_id", ""))
+        return self._call(lambda left: method(request, timeout=left, metadata=metadata), idempotent)
 
     # ---- runs ----
 
@@ -326,7 +333,7 @@ class Client:
 
         response = self._call(
             lambda left: self._stub.UpsertQuestions(
-                requests(), timeout=left, metadata=self._metadata
+                requests(), timeout=left, metadata=self._metadata_for(run_id)
             ),
             idempotent=True,
         )
@@ -359,7 +366,9 @@ class Client:
         )
 
         def attempt(left: float) -> Batch:
-            stream = self._stub.NextBatch(request, timeout=left, metadata=self._metadata)
+            stream = self._stub.NextBatch(
+                request, timeout=left, metadata=self._metadata_for(run_id)
+            )
             return decode_batch(stream)
 
         return self._call(attempt, idempotent=True)
@@ -380,7 +389,9 @@ class Client:
 
         response = self._call(
             lambda left: self._stub.ReportRollouts(
-                encode_report(run_id, step, groups), timeout=left, metadata=self._metadata
+                encode_report(run_id, step, groups),
+                timeout=left,
+                metadata=self._metadata_for(run_id),
             ),
             idempotent=True,
         )
