@@ -34,7 +34,7 @@ class LimitsTest : public ::testing::Test {
     options.run_options.limits.max_questions_per_run = 100;
     options.run_options.limits.max_embedding_dim = 16;
     options.run_options.limits.max_replay_bytes_per_run = 1 << 20;
-    options.max_concurrent_streams = 2;
+    options.max_concurrent_streams = MaxStreams();
     server_ = StartTestServer(options);
     ASSERT_NE(server_, nullptr);
     Client::Options client_options;
@@ -44,6 +44,10 @@ class LimitsTest : public ::testing::Test {
   void TearDown() override {
     if (server_ != nullptr) server_->Shutdown(absl::ZeroDuration());
   }
+  // Generous except where the stream limit is under test: the server counts a stream until its
+  // reactor is done, which may be a moment after the client saw the call's status, so strictly
+  // sequential streaming calls may briefly overlap on the server.
+  virtual int MaxStreams() const { return 64; }
 
   // The pool sizes of every run, e.g. "a:64 b:0".
   std::string Runs() {
@@ -142,9 +146,14 @@ TEST_F(LimitsTest, ReplayBytesPerRun) {
   EXPECT_TRUE(client_->CreateRun("a", kConfig).ok());
 }
 
+class StreamLimitTest : public LimitsTest {
+ protected:
+  int MaxStreams() const override { return 2; }
+};
+
 // Two client streams held open: a third streaming call of any kind is refused, unary calls are
 // not; once the streams end, streaming calls work again.
-TEST_F(LimitsTest, ConcurrentStreams) {
+TEST_F(StreamLimitTest, ConcurrentStreams) {
   ASSERT_TRUE(client_->CreateRun("a", kConfig).ok());
   auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
   auto stub = pb::Dots::NewStub(channel);
