@@ -54,6 +54,14 @@ ARMS = {
         "reference_size": max(1, b // 4),
         "replay": {"enabled": True, "capacity_groups": b},
     },
+    # Ablation: dots_rr without the run's online difficulty model (estimator.model).
+    "dots_rr_no_model": lambda b: {
+        "selector": {"strategy": "dots"},
+        "estimator": {"model": {"enabled": False}},
+        "reference_mode": "inline",
+        "reference_size": max(1, b // 4),
+        "replay": {"enabled": True, "capacity_groups": b},
+    },
     # dots_rr with DOTS on the posterior (selector strategy "posterior"): a question predicted
     # at the target from little evidence counts as further from it than one whose rate is known.
     "posterior_rr": lambda b: {
