@@ -56,8 +56,9 @@ cat <<MSG
 == dots demo, part 2: a real GRPO loop driven by a live dots-server ==
 examples/tiny_grpo trains a small numpy policy on multi-step toy questions (8,000 in the pool,
 generated from the seed and uploaded with their features as embeddings) with GRPO, G = 8:
-once with the dots selector plus rollout replay (dots_rr) and once with uniform selection and
-no replay (the GRPO baseline), 3 seeds each. See examples/tiny_grpo/README.md.
+once with the dots selector plus rollout replay (dots_rr), once with uniform selection and
+no replay (the GRPO baseline), and once selecting on the exact success rates (oracle, the
+ceiling of the effective ratio), 3 seeds each. See examples/tiny_grpo/README.md.
 
 MSG
 "$BIN/dots-server" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
@@ -81,7 +82,8 @@ echo "dots-server listening on $address (metrics: http://$metrics/metrics, state
 echo
 
 PYTHONPATH="$BUILD_DIR/python:client/python" "$PY" examples/tiny_grpo/tiny_grpo.py \
-  --server "$address" --seeds 3 --steps 150 --out "$OUT/tiny_grpo" --log-every 50
+  --server "$address" --seeds 3 --steps 150 --arms dots_rr,uniform,oracle \
+  --out "$OUT/tiny_grpo" --log-every 50
 
 if [ -n "$metrics" ]; then
   echo
