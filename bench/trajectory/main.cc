@@ -124,6 +124,7 @@ struct TrajectoryArgs {
   bool no_model = false;
   std::string adapter_training = "off";
   int adapter_training_epochs = 2;
+  double adapter_training_lr = 1e-3;
   std::string seed = "1";
   std::string seeds;
   std::string protocol = "direct";
@@ -169,6 +170,7 @@ int RunTrajectoryCommand(const TrajectoryArgs& args) {
   }
   config.estimator.adapter_training.enabled = args.adapter_training == "online";
   config.estimator.adapter_training.epochs = args.adapter_training_epochs;
+  config.estimator.adapter_training.learning_rate = args.adapter_training_lr;
   if (config.estimator.adapter_training.enabled && args.protocol != "run") {
     return fail(absl::InvalidArgumentError(
         "--adapter-training online: runs train the adapter, so it needs --protocol run"));
@@ -379,6 +381,8 @@ void AddTrajectoryCommand(CLI::App* app, cli::Action* action) {
          "without --adapter) on the run's outcomes before each round");
   option("--adapter-training-epochs", &args->adapter_training_epochs,
          "epochs of each online pass over the run's labels");
+  option("--adapter-training-lr", &args->adapter_training_lr,
+         "peak learning rate of each online pass (Adam, warm-up and linear decay)");
   option("--seed", &args->seed, "random seed");
   t->add_option("--seeds", args->seeds, "several seeds, e.g. 1-5 or 1,3,7; metrics are averaged");
   option("--protocol", &args->protocol,
