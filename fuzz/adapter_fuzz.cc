@@ -82,17 +82,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
              "a loadable group_logit_temp adapter is not trainable: " + model.status().ToString());
   dots::FloatMatrix rows(4, d);
   for (int64_t i = 0; i < 4 * d; ++i) rows.data[i] = static_cast<float>((i * 5) % 11) - 5.0f;
-  // Finite weights may still overflow float (a file may hold 1e38 in every entry): such an
-  // adapter loads, but its attention scores are not finite, so there is nothing to train on
-  // (training refuses it with an error, which is all that is asked of it).
-  dots::FloatMatrix query_proj, ref_proj;
-  a.ProjectQuery(rows, &query_proj);
-  a.ProjectRef(rows, &ref_proj);
-  for (const dots::FloatMatrix* m : {&query_proj, &ref_proj}) {
-    for (float v : m->data) {
-      if (!std::isfinite(v)) return 0;
-    }
-  }
   dots::AdapterBatch batch;
   batch.query_rows = {0, 3};
   batch.targets = {0.25f, 1.0f};
@@ -106,6 +95,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   options.top_k = a.top_k();
   options.dropout = 0.1f;
   absl::StatusOr<double> loss = model->LossAndGradients(rows, batch, options, &grads);
+  // Weights that overflow float give no finite attention scores: refused, never trained.
+  if (absl::IsAborted(loss.status())) return 0;
   FUZZ_CHECK(loss.ok(), loss.status().ToString());
   FUZZ_CHECK(grads.size() == model->parameters().size(), "gradient count");
   for (size_t p = 0; p < grads.size(); ++p) {

@@ -356,6 +356,16 @@ absl::StatusOr<double> TrainableAdapter::LossAndGradients(
     const float* r = rpass.output.row(ref_offset[s]).data();
     Matrix scores(nm, k), d_scores(nm, k);
     nn::Gemm(false, true, static_cast<int>(nm), k, h, q.data(), h, r, h, scores.data(), k);
+    // Finite weights can still overflow float (a file may hold 1e38 everywhere): without finite
+    // scores there is no attention to train, and the softmax below would read -inf as "no
+    // reference".
+    for (int64_t e = 0; e < nm * k; ++e) {
+      if (!std::isfinite(scores.data()[e])) {
+        return absl::AbortedError(
+            "non-finite attention scores: the adapter's projections overflow float (its weights "
+            "are too large to train)");
+      }
+    }
 
 #pragma omp parallel for schedule(static) if (nm * k > (1 << 14))
     for (int64_t t = 0; t < nm; ++t) {

@@ -109,7 +109,9 @@ class TrainableAdapter {
   // Forward and backward over `batch`: returns the loss and overwrites *gradients with one
   // vector per parameter (same order and sizes). `embeddings` is N x input_dim; every row the
   // batch names must be in range (checked: INVALID_ARGUMENT naming the row), as must context
-  // and ref-set indices and label counts. Masks are written when `masks` is not null.
+  // and ref-set indices and label counts. ABORTED when the attention scores are not finite
+  // (weights so large that the projections overflow float). Masks are written when `masks` is
+  // not null.
   // Cost: 6 * (B + R) * (D*h + (n-1)*h*h) + 6 * B * K * h flops for B queries and R reference
   // rows (K per query), about 9.5 GFLOP for B = K = R = 256, D = 1536, h = 896, n = 3; memory
   // O((B + R) * (D + n*h)). Blocks the caller; uses the calling thread's OpenMP threads; const.
