@@ -169,6 +169,7 @@ struct RunInfo {
   // The run's bearer token: only from CreateRun and ImportRun on a server with access control
   // on (dots-server --admin_token_file), and never again. Empty otherwise.
   std::string token{};
+  bool sealed = false;  // SealRun: the run refuses changes (a move between servers)
 };
 
 // Progress of a server-side pool import; the last message has done = true.

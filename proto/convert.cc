@@ -10,11 +10,12 @@ void ToProto(const RunInfo& run, v1::RunInfo* out) {
   out->set_pool_size(run.pool_size);
   out->set_created_unix_seconds(run.created_unix_seconds);
   out->set_token(run.token);
+  out->set_sealed(run.sealed);
 }
 
 RunInfo FromProto(const v1::RunInfo& run) {
   return RunInfo{run.run_id(), run.config_json(), run.pool_size(), run.created_unix_seconds(),
-                 run.token()};
+                 run.token(),  run.sealed()};
 }
 
 void ToProto(const ImportProgress& progress, v1::ImportPoolProgress* out) {

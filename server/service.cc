@@ -24,7 +24,7 @@ namespace dots {
 void service_internal::FillRunInfo(const std::string& id, const RunEntry& entry,
                                    v1::RunInfo* info) {
   ToProto(RunInfo{id, RunConfigToJson(entry.run->config()), entry.run->Stats().pool_size,
-                  absl::ToUnixSeconds(entry.created)},
+                  absl::ToUnixSeconds(entry.created), /*token=*/"", entry.run->sealed()},
           info);
 }
 
@@ -263,6 +263,19 @@ grpc::ServerUnaryReactor* DotsService::DeleteRun(grpc::CallbackServerContext* co
     DOTS_RETURN_IF_ERROR(ValidateRunIdField(request->run_id()));
     DOTS_RETURN_IF_ERROR(registry_->Delete(request->run_id()));
     if (options_.metrics != nullptr) options_.metrics->RemoveRun(request->run_id());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* DotsService::SealRun(grpc::CallbackServerContext* context,
+                                               const v1::SealRunRequest* request,
+                                               v1::RunInfo* response) {
+  return RunUnary(context, [this, context, request, response]() -> absl::Status {
+    DOTS_RETURN_IF_ERROR(AuthorizeAdmin(*context));
+    DOTS_RETURN_IF_ERROR(CheckRoutingKey(*context, request->run_id()));
+    DOTS_ASSIGN_OR_RETURN(RunEntry entry, LookUpRun(*registry_, request->run_id()));
+    DOTS_RETURN_IF_ERROR(entry.run->SetSealed(request->sealed()));
+    FillRunInfo(request->run_id(), entry, response);
     return absl::OkStatus();
   });
 }

@@ -104,6 +104,9 @@ class DotsService final : public v1::Dots::CallbackService {
   grpc::ServerUnaryReactor* DeleteRun(grpc::CallbackServerContext* context,
                                       const v1::DeleteRunRequest* request,
                                       v1::DeleteRunResponse* response) override;
+  grpc::ServerUnaryReactor* SealRun(grpc::CallbackServerContext* context,
+                                    const v1::SealRunRequest* request,
+                                    v1::RunInfo* response) override;
   grpc::ServerReadReactor<v1::UpsertQuestionsRequest>* UpsertQuestions(
       grpc::CallbackServerContext* context, v1::UpsertQuestionsResponse* response) override;
   grpc::ServerWriteReactor<v1::ImportPoolProgress>* ImportPool(

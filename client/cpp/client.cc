@@ -292,6 +292,23 @@ absl::StatusOr<std::vector<RunInfo>> Client::ListRuns(const CallOptions& call) {
   return runs;
 }
 
+absl::StatusOr<RunInfo> Client::SealRun(const std::string& run_id, bool sealed,
+                                        const CallOptions& call) {
+  AttemptCounter attempts(call);
+  absl::StatusOr<absl::Time> deadline = impl_->DeadlineOf(call);
+  if (!deadline.ok()) return deadline.status();
+  pb::SealRunRequest request;
+  request.set_run_id(run_id);
+  request.set_sealed(sealed);
+  pb::RunInfo response;
+  absl::Status s = impl_->Call(/*retry=*/true, *deadline, attempts.get(), run_id,
+                               [&](grpc::ClientContext* context) {
+                                 return impl_->stub().SealRun(context, request, &response);
+                               });
+  if (!s.ok()) return s;
+  return FromProto(response);
+}
+
 absl::Status Client::DeleteRun(const std::string& run_id, const CallOptions& call) {
   AttemptCounter attempts(call);
   absl::StatusOr<absl::Time> deadline = impl_->DeadlineOf(call);

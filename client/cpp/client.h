@@ -125,6 +125,10 @@ class Client {
   absl::StatusOr<RunInfo> GetRun(const std::string& run_id, const CallOptions& call = {});
   // Every run, ordered by id. O(runs).
   absl::StatusOr<std::vector<RunInfo>> ListRuns(const CallOptions& call = {});
+  // Seals or unseals the run (the fence of a move between servers: see SealRun in dots.proto).
+  // Retried (idempotent). Errors: NOT_FOUND, PERMISSION_DENIED without the admin token.
+  absl::StatusOr<RunInfo> SealRun(const std::string& run_id, bool sealed,
+                                  const CallOptions& call = {});
   // Removes the run and everything of it. Not retried. Errors: NOT_FOUND.
   absl::Status DeleteRun(const std::string& run_id, const CallOptions& call = {});
 

@@ -5,6 +5,7 @@
 //   pool load | import                                     (pool_cmd.cc)
 //   next, report                                           (train_cmd.cc)
 //   estimates, stats                                       (inspect_cmd.cc)
+//   cluster list | rebalance                               (cluster_cmd.cc, placement.h)
 //
 // Every networked command talks to a dots-server through dots::Client with the connection flags
 // of the root app (given before or after the command). Exit codes: 0 success, 1 failure (the
@@ -50,6 +51,8 @@ void AddRunCommands(CLI::App* app, const Connection* connection, cli::Action* ac
 void AddPoolCommands(CLI::App* app, const Connection* connection, cli::Action* action);
 void AddTrainingCommands(CLI::App* app, const Connection* connection, cli::Action* action);
 void AddInspectionCommands(CLI::App* app, const Connection* connection, cli::Action* action);
+// `dotsctl cluster list|rebalance` (cluster_cmd.cc): runs across the replicas of a cluster.
+void AddClusterCommands(CLI::App* app, const Connection* connection, cli::Action* action);
 
 // Makes `command`, when the command line selects it, store in *action a call of
 // run(*args, *connection) (run after parsing, with every flag in place).

@@ -77,6 +77,8 @@ std::string RunInfoToJson(const RunInfo& run, bool details) {
     AppendInt("pool_size", run.pool_size, &out);
     out += ", ";
     AppendInt("created_unix_seconds", run.created_unix_seconds, &out);
+    // Only while sealed, so that the usual shape stays as it always was.
+    if (run.sealed) out += ", \"sealed\": true";
   }
   out += "}";
   return out;

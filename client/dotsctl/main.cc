@@ -40,6 +40,11 @@ constexpr char kOverview[] =
     "                                         \"last_policy_version\"}\n"
     "  stats RUN                              {\"step\", \"round\", \"pool_size\", "
     "\"reported_groups\", ...}\n\n"
+    "cluster (replicas behind the HAProxy router of deploy/haproxy):\n"
+    "  cluster list --servers A,B,C           {\"runs\": [{\"run_id\", \"owner\", \"copies\"}], "
+    "\"servers\", ...}\n"
+    "  cluster rebalance --servers A,B,C,D    {\"moved\": [...], \"actions\", \"unchanged\", "
+    "\"conflicts\"}\n\n"
     "Environment: DOTS_SERVER, DOTS_TOKEN, DOTS_CA_FILE, DOTS_CERT_FILE, DOTS_KEY_FILE are the\n"
     "defaults of --server, --token, --ca_file, --cert_file, --key_file.\n"
     "Exit status: 0 success; 1 failure, with the gRPC status code and message on stderr\n"
@@ -62,6 +67,7 @@ int main(int argc, char** argv) {
   dots::dotsctl::AddPoolCommands(&app, &connection, &action);
   dots::dotsctl::AddTrainingCommands(&app, &connection, &action);
   dots::dotsctl::AddInspectionCommands(&app, &connection, &action);
+  dots::dotsctl::AddClusterCommands(&app, &connection, &action);
   dots::cli::AddHelpCommand(&app, &action);
   return dots::cli::ParseAndRun(app, argc, argv, &action);
 }

@@ -93,6 +93,7 @@ absl::StatusOr<UpsertResult> Run::UpsertQuestions(std::vector<Question> question
   absl::StatusOr<UpsertResult> result;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    DOTS_RETURN_IF_ERROR(CheckNotSealedLocked());
     result = UpsertLocked(questions, embeddings, reject_individually);
   }
   DOTS_RETURN_IF_ERROR(AwaitDurable());
@@ -522,6 +523,7 @@ absl::StatusOr<BatchSlice> Run::NextBatchLocked(std::unique_lock<std::mutex>& lo
   if (policy_version < 0) {
     return absl::InvalidArgumentError(absl::StrFormat("policy_version: %d < 0", policy_version));
   }
+  DOTS_RETURN_IF_ERROR(CheckNotSealedLocked());
   const int64_t mu = config_.steps_per_round, round = step / mu;
   ExpireLeasesLocked(options_.clock());
   if (auto it = steps_.find(step); it != steps_.end()) {
@@ -545,6 +547,7 @@ absl::StatusOr<BatchSlice> Run::NextBatchLocked(std::unique_lock<std::mutex>& lo
     LogLocked(event);
   }
   while (true) {
+    DOTS_RETURN_IF_ERROR(CheckNotSealedLocked());  // a wait released the lock
     ExpireLeasesLocked(options_.clock());
     // Another caller may have composed the step while this one waited.
     if (auto it = steps_.find(step); it != steps_.end()) {
@@ -600,6 +603,7 @@ absl::StatusOr<ReportResult> Run::ReportRollouts(int64_t step, std::vector<Rollo
   absl::StatusOr<ReportResult> result;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    DOTS_RETURN_IF_ERROR(CheckNotSealedLocked());
     result = ReportLocked(step, groups);
   }
   DOTS_RETURN_IF_ERROR(AwaitDurable());

@@ -131,6 +131,15 @@ class Run {
   // Writes a snapshot now and drops the events it covers, durably. No-op without a store.
   absl::Status Checkpoint() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Seals (or unseals) the run: the fence of a move between servers. From the moment it is
+  // sealed, UpsertQuestions, NextBatch and ReportRollouts return UNAVAILABLE naming the run;
+  // SetSealed(true) returns once every change accepted before it is durable and the seal itself
+  // is durable (the meta record), so an export taken afterwards holds every acknowledged change
+  // and the sealed copy never changes again. Idempotent. Blocks on disk (one synced write).
+  // Errors: the store's (the seal is then not in force).
+  absl::Status SetSealed(bool sealed) ABSL_LOCKS_EXCLUDED(mu_);
+  bool sealed() ABSL_LOCKS_EXCLUDED(mu_);
+
   // Adds new questions and replaces existing ones (same key). `embeddings` is empty or one row
   // per question. An invalid question (duplicate key in the upload, dimension mismatch, NaN,
   // prior outside [0, 1]...) fails the whole call with INVALID_ARGUMENT naming its index and
@@ -257,6 +266,8 @@ class Run {
   std::vector<rocksdb::WriteBatch> PoolRowsLocked(const std::vector<int64_t>& indices)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // UNAVAILABLE naming the run while it is sealed (SetSealed), else OK. O(1).
+  absl::Status CheckNotSealedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartPlanner();
 
   void PlannerLoop() ABSL_LOCKS_EXCLUDED(mu_);
@@ -324,6 +335,7 @@ class Run {
   // Persistence.
   StateStore* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool replaying_ ABSL_GUARDED_BY(mu_) = false;
+  bool sealed_ ABSL_GUARDED_BY(mu_) = false;  // SetSealed; restored from the meta record
   int64_t last_event_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t last_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t log_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // events since the last snapshot

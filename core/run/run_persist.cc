@@ -89,6 +89,48 @@ absl::Status Run::AwaitDurable() {
   return s;
 }
 
+absl::Status Run::CheckNotSealedLocked() const {
+  if (!sealed_) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat(
+      "run \"", id_,
+      "\" is sealed: it is being moved to another server (dotsctl cluster rebalance); retry"));
+}
+
+bool Run::sealed() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sealed_;
+}
+
+absl::Status Run::SetSealed(bool sealed) {
+  StateStore* store;
+  bool was_sealed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    was_sealed = sealed_;
+    if (sealed) sealed_ = true;  // no change is accepted from here on
+    store = store_;
+  }
+  absl::Status written = AwaitDurable();  // the changes accepted before the seal
+  if (written.ok() && store != nullptr) {
+    absl::StatusOr<std::string> value = store->Get(RunMetaKey(id_));
+    state::v1::RunMeta meta;
+    if (!value.ok()) {
+      written = value.status();
+    } else if (!meta.ParseFromString(*value)) {
+      written =
+          absl::DataLossError(absl::StrCat("run \"", id_, "\": the meta record does not parse"));
+    } else if (meta.sealed() != sealed) {
+      meta.set_sealed(sealed);
+      rocksdb::WriteBatch batch;
+      batch.Put(RunMetaKey(id_), meta.SerializeAsString());
+      written = store->Write(std::move(batch));
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  sealed_ = written.ok() ? sealed : was_sealed;
+  return written;
+}
+
 void Run::DetachFromStore() {
   std::lock_guard<std::mutex> lock(mu_);
   store_ = nullptr;
@@ -622,6 +664,7 @@ absl::StatusOr<std::unique_ptr<Run>> Run::Open(const std::string& id, Options op
   run->token_sha256_ = meta.token_sha256();
   {
     std::lock_guard<std::mutex> lock(run->mu_);
+    run->sealed_ = meta.sealed();
     run->replaying_ = true;
     DOTS_RETURN_IF_ERROR(run->LoadLocked());
     run->replaying_ = false;

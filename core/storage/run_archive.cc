@@ -276,6 +276,7 @@ absl::StatusOr<ArchiveSummary> ImportRunArchive(StateStore& store, const std::st
       state::v1::RunMeta meta;
       meta.ParseFromString(value);
       meta.set_run_id(std::string(new_id));
+      meta.set_sealed(false);  // the imported copy is the live one
       meta_value = meta.SerializeAsString();
       continue;
     }
