@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/run/run.h"
 #include "core/run/run_registry.h"
+#include "core/storage/run_archive.h"
 #include "core/storage/state_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -394,6 +395,70 @@ TEST(StateStoreTest, TokenHashSurvivesARestart) {
   run->reset();
   store->reset();
   std::filesystem::remove_all(dir);
+}
+
+TEST(StateStoreTest, ASealedRunRefusesChangesAcrossARestartAndImportsUnsealed) {
+  const std::string dir = NewDir();
+  const std::string archive = dir + ".archive";
+  {
+    auto store = StateStore::Open(dir, SyncMode::kGroup);
+    ASSERT_TRUE(store.ok());
+    FakeClock clock;
+    RunRegistry registry(OptionsWith(&clock, store->get()));
+    auto entry =
+        registry.Create("s", PersistConfig(EstimatorMode::kHistory, ReferenceMode::kInline));
+    ASSERT_TRUE(entry.ok()) << entry.status();
+    std::vector<Question> questions;
+    FloatMatrix embeddings;
+    MakeQuestions(60, 4, 2, &questions, &embeddings);
+    ASSERT_TRUE(entry->run->UpsertQuestions(questions, embeddings).ok());
+    Driver d{&clock, entry->run};
+    const BatchSlice first = d.Next(0, 0);
+    ASSERT_TRUE(entry->run->SetSealed(true).ok());
+    EXPECT_TRUE(entry->run->sealed());
+    // Every change is refused, naming the run, and nothing of it is applied.
+    const int64_t reported = entry->run->Stats().reported_groups;
+    std::vector<RolloutReport> groups{{first.items[0].key, {1, 0, 1, 0}, 0, ""}};
+    auto report = entry->run->ReportRollouts(0, groups);
+    EXPECT_EQ(report.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(report.status().message(), ::testing::HasSubstr("\"s\" is sealed"));
+    EXPECT_EQ(entry->run->NextBatch(1, 0, 1, 0, kSoon).status().code(),
+              absl::StatusCode::kUnavailable);
+    EXPECT_EQ(entry->run->UpsertQuestions(questions, embeddings).status().code(),
+              absl::StatusCode::kUnavailable);
+    EXPECT_EQ(entry->run->Stats().reported_groups, reported);
+    EXPECT_EQ(entry->run->Stats().pool_size, 60);
+    std::ofstream out(archive, std::ios::binary);
+    ASSERT_TRUE(ExportRunArchive(**store, "s", [&out](std::string_view chunk) {
+                  out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+                  return absl::OkStatus();
+                }).ok());
+  }
+  auto store = StateStore::Open(dir, SyncMode::kGroup);
+  ASSERT_TRUE(store.ok());
+  FakeClock clock;
+  auto reopened = Run::Open("s", OptionsWith(&clock, store->get()));
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_TRUE((*reopened)->sealed()) << "the seal is durable";
+  ASSERT_TRUE(ImportRunArchive(**store, archive, "copy").ok());
+  auto copy = Run::Open("copy", OptionsWith(&clock, store->get()));
+  ASSERT_TRUE(copy.ok()) << copy.status();
+  EXPECT_FALSE((*copy)->sealed()) << "an imported copy is the live one";
+  std::shared_ptr<dots::Run> live = std::move(*copy);
+  Driver d{&clock, live};
+  d.Report(d.Next(0, 0), 0);
+  // Unsealing lets the original change again, and that too survives a restart.
+  ASSERT_TRUE((*reopened)->SetSealed(false).ok());
+  EXPECT_TRUE((*reopened)->NextBatch(0, 0, 1, 0, kSoon).ok());
+  reopened->reset();
+  live.reset();
+  auto again = Run::Open("s", OptionsWith(&clock, store->get()));
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE((*again)->sealed());
+  again->reset();
+  store->reset();
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove(archive);
 }
 
 }  // namespace
