@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <latch>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -35,6 +36,7 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "proto/convert.h"
 #include "proto/payload_codec.h"
 #include "server/server.h"
 
@@ -127,6 +129,7 @@ absl::StatusOr<int64_t> FetchBatch(pb::Dots::Stub& stub, const pb::NextBatchRequ
                                    std::vector<pb::NextBatchChunk>* capture = nullptr) {
   grpc::ClientContext context;
   context.set_deadline(DeadlineIn(kCallDeadline));
+  context.AddMetadata(kRoutingHeader, request.run_id());  // as dots::Client: a router needs it
   std::unique_ptr<grpc::ClientReader<pb::NextBatchChunk>> reader =
       stub.NextBatch(&context, request);
   pb::NextBatchChunk chunk;
@@ -149,6 +152,7 @@ absl::StatusOr<pb::ReportRolloutsResponse> SendReport(pb::Dots::Stub& stub,
                                                       const ReportMessages& messages) {
   grpc::ClientContext context;
   context.set_deadline(DeadlineIn(kCallDeadline));
+  if (!messages.empty()) context.AddMetadata(kRoutingHeader, messages.front().run_id());
   pb::ReportRolloutsResponse response;
   std::unique_ptr<grpc::ClientWriter<pb::ReportRolloutsRequest>> writer =
       stub.ReportRollouts(&context, &response);
@@ -284,6 +288,7 @@ std::vector<Question> MakePool(int64_t n) {
 struct Level {
   int clients = 0;
   PhaseResult dots, bare;
+  std::optional<PhaseResult> direct;  // --direct: the replica itself, bypassing --server
 };
 
 double Ratio(double a, double b) { return b > 0 ? a / b : 0; }
@@ -300,6 +305,9 @@ struct LoadArgs {
   int64_t payload_bytes = 65536;
   int64_t pool = 20000;
   bool json = false;
+  std::string
+      server;  // measure this server (e.g. the cluster's router) instead of an in-process one
+  std::string direct;  // with --server: the replicas, to measure the run's own replica directly too
 };
 
 int RunLoad(const LoadArgs& args) {
@@ -313,31 +321,41 @@ int RunLoad(const LoadArgs& args) {
   }
   const absl::Duration window = absl::Seconds(args.seconds);
 
-  // The real server, its run and a composed step 0.
-  Server::Options options;
-  options.listen_address = "127.0.0.1:0";
-  absl::StatusOr<std::unique_ptr<Server>> server = Server::BuildAndStart(options);
-  if (!server.ok()) return fail(server.status());
-  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create({.target = (*server)->address()});
+  // The real server (in-process, or --server), its run and a composed step 0.
+  std::unique_ptr<Server> in_process;
+  std::string address = args.server;
+  std::string run_id = kRunId;
+  if (address.empty()) {
+    Server::Options options;
+    options.listen_address = "127.0.0.1:0";
+    absl::StatusOr<std::unique_ptr<Server>> server = Server::BuildAndStart(options);
+    if (!server.ok()) return fail(server.status());
+    in_process = std::move(*server);
+    address = in_process->address();
+  } else {
+    // A fresh run on a shared server, deleted at the end.
+    run_id = absl::StrCat(kRunId, "-", absl::ToUnixMicros(absl::Now()));
+  }
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create({.target = address});
   if (!client.ok()) return fail(client.status());
   const std::string config = absl::StrFormat(
       R"({"batch_size": %d, "group_size": %d, "steps_per_round": 2, "reference_size": 32,
           "estimator": {"mode": "history"}, "replay": {"enabled": true}})",
       args.batch_size, kGroupSize);
-  if (absl::StatusOr<RunInfo> run = (*client)->CreateRun(kRunId, config); !run.ok()) {
+  if (absl::StatusOr<RunInfo> run = (*client)->CreateRun(run_id, config); !run.ok()) {
     return fail(run.status());
   }
   const absl::Time setup_start = absl::Now();
   absl::StatusOr<UpsertResult> upserted =
-      (*client)->UpsertQuestions(kRunId, MakePool(args.pool), FloatMatrix());
+      (*client)->UpsertQuestions(run_id, MakePool(args.pool), FloatMatrix());
   if (!upserted.ok()) return fail(upserted.status());
   pb::NextBatchRequest next;
-  next.set_run_id(kRunId);
+  next.set_run_id(run_id);
   next.set_step(0);
   next.set_rank(0);
   next.set_world_size(1);
   std::vector<pb::NextBatchChunk> chunks;
-  std::unique_ptr<pb::Dots::Stub> setup_stub = pb::Dots::NewStub(NewChannel((*server)->address()));
+  std::unique_ptr<pb::Dots::Stub> setup_stub = pb::Dots::NewStub(NewChannel(address));
   absl::StatusOr<int64_t> items = FetchBatch(*setup_stub, next, &chunks);  // plans round 0
   if (!items.ok()) return fail(items.status());
   int64_t batch_bytes = 0;
@@ -358,7 +376,7 @@ int RunLoad(const LoadArgs& args) {
     std::vector<float> rewards(kGroupSize, 0.0f);
     rewards[0] = 1.0f;
     const RolloutReport group{keys[static_cast<size_t>(c) % keys.size()], rewards, 0, payload};
-    ReportEncoder encoder(kRunId, 0, {&group, 1}, {.max_message_bytes = 4 << 20});
+    ReportEncoder encoder(run_id, 0, {&group, 1}, {.max_message_bytes = 4 << 20});
     ReportMessages messages;
     for (pb::ReportRolloutsRequest m; encoder.Next(&m);) messages.push_back(m);
     reports.push_back(std::move(messages));
@@ -378,14 +396,41 @@ int RunLoad(const LoadArgs& args) {
   }
   const std::string bare_address = absl::StrCat("127.0.0.1:", bare_port);
 
+  // --direct: the replica that holds the run (the router placed it there).
+  std::string direct_address;
+  for (const absl::string_view candidate : absl::StrSplit(args.direct, ',', absl::SkipEmpty())) {
+    absl::StatusOr<std::unique_ptr<Client>> replica =
+        Client::Create({.target = std::string(candidate), .default_deadline = absl::Seconds(10)});
+    if (!replica.ok()) return fail(replica.status());
+    absl::StatusOr<RunInfo> info = (*replica)->GetRun(run_id);
+    if (info.ok()) {
+      direct_address = std::string(candidate);
+      break;
+    }
+    if (info.status().code() != absl::StatusCode::kNotFound) {
+      return fail(absl::Status(info.status().code(), absl::StrCat("--direct ", candidate, ": ",
+                                                                  info.status().message())));
+    }
+  }
+  if (!args.direct.empty() && direct_address.empty()) {
+    return fail(absl::NotFoundError(
+        absl::StrCat("--direct: no replica of ", args.direct, " holds run ", run_id)));
+  }
+
   std::vector<Level> results;
   for (int clients : args.clients) {
     Level level;
     level.clients = clients;
     std::fprintf(stderr, "%d client(s): dots ...\n", clients);
-    absl::StatusOr<PhaseResult> dots =
-        RunPhase((*server)->address(), clients, window, next, reports, *items);
+    absl::StatusOr<PhaseResult> dots = RunPhase(address, clients, window, next, reports, *items);
     if (!dots.ok()) return fail(dots.status());
+    if (!direct_address.empty()) {
+      std::fprintf(stderr, "%d client(s): direct to %s ...\n", clients, direct_address.c_str());
+      absl::StatusOr<PhaseResult> direct =
+          RunPhase(direct_address, clients, window, next, reports, *items);
+      if (!direct.ok()) return fail(direct.status());
+      level.direct = *direct;
+    }
     std::fprintf(stderr, "%d client(s): bare ...\n", clients);
     absl::StatusOr<PhaseResult> baseline =
         RunPhase(bare_address, clients, window, next, reports, *items);
@@ -399,15 +444,21 @@ int RunLoad(const LoadArgs& args) {
   {
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(absl::Seconds(10)));
+    context.AddMetadata(kRoutingHeader, run_id);
     pb::GetRunStatsRequest request;
-    request.set_run_id(kRunId);
+    request.set_run_id(run_id);
     const grpc::Status status = setup_stub->GetRunStats(&context, request, &run_stats);
     if (!status.ok()) {
       return fail(absl::UnavailableError(absl::StrCat("GetRunStats: ", status.error_message())));
     }
   }
   bare->Shutdown(DeadlineIn(absl::Seconds(1)));
-  (*server)->Shutdown(absl::Seconds(1));
+  if (in_process != nullptr) {
+    in_process->Shutdown(absl::Seconds(1));
+  } else if (absl::Status deleted = (*client)->DeleteRun(run_id); !deleted.ok()) {
+    std::fprintf(stderr, "dots-bench load: could not delete run %s: %s\n", run_id.c_str(),
+                 deleted.ToString().c_str());
+  }
 
   // Verdicts.
   const Level* at32 = nullptr;
@@ -439,6 +490,16 @@ int RunLoad(const LoadArgs& args) {
                           StatsJson(l.bare.next_batch), StatsJson(l.bare.report),
                           Ratio(l.dots.next_batch.qps, l.bare.next_batch.qps),
                           Ratio(l.dots.report.qps, l.bare.report.qps)));
+      if (l.direct.has_value()) {
+        out.pop_back();  // the level's closing brace
+        absl::StrAppend(
+            &out, absl::StrFormat(
+                      R"(, "direct": {"next_batch": %s, "report": %s}, )"
+                      R"("next_batch_ratio_to_direct": %.4f, "report_ratio_to_direct": %.4f})",
+                      StatsJson(l.direct->next_batch), StatsJson(l.direct->report),
+                      Ratio(l.dots.next_batch.qps, l.direct->next_batch.qps),
+                      Ratio(l.dots.report.qps, l.direct->report.qps)));
+      }
     }
     absl::StrAppend(
         &out,
@@ -474,6 +535,19 @@ int RunLoad(const LoadArgs& args) {
   };
   table("NextBatch", &PhaseResult::next_batch);
   table("ReportRollouts", &PhaseResult::report);
+  if (!direct_address.empty()) {
+    std::printf("Through --server %s against the run's replica %s directly:\n", address.c_str(),
+                direct_address.c_str());
+    std::printf("%7s | %14s %14s %7s | %14s %14s %7s\n", "clients", "NextBatch qps", "direct qps",
+                "ratio", "Report qps", "direct qps", "ratio");
+    for (const Level& l : results) {
+      std::printf("%7d | %14.1f %14.1f %7.3f | %14.1f %14.1f %7.3f\n", l.clients,
+                  l.dots.next_batch.qps, l.direct->next_batch.qps,
+                  Ratio(l.dots.next_batch.qps, l.direct->next_batch.qps), l.dots.report.qps,
+                  l.direct->report.qps, Ratio(l.dots.report.qps, l.direct->report.qps));
+    }
+    std::printf("\n");
+  }
   if (at32 == nullptr) {
     std::printf("target NextBatch p99 <= 5 ms at 32 clients: not measured (no 32 in --clients)\n");
   } else {
@@ -516,6 +590,15 @@ void AddLoadCommand(CLI::App* app, cli::Action* action) {
   load->add_option("--pool", args->pool, "questions in the pool, >= 2 * batch-size + 32")
       ->capture_default_str();
   load->add_flag("--json", args->json, "print one JSON object instead of a table");
+  load->add_option("--server", args->server,
+                   "measure this dots-server (host:port, e.g. a cluster's router from "
+                   "scripts/cluster.sh) instead of an in-process one; a fresh run is created "
+                   "there and deleted at the end");
+  load->add_option("--direct", args->direct,
+                   "with --server: the replicas (host:port, comma-separated); the one holding the "
+                   "run is measured directly too, in the same run, and each level reports "
+                   "through/direct ratios")
+      ->needs("--server");
   cli::RunsWhenSelected(load, action, [args] { return RunLoad(*args); });
 }
 

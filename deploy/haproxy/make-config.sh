@@ -76,6 +76,7 @@ global
     # gRPC multiplexes many calls on one connection, and replay payloads are large.
     tune.h2.max-concurrent-streams 1000
     tune.h2.initial-window-size 1048576
+    tune.bufsize 65536
 
 defaults
     mode http
@@ -105,6 +106,7 @@ frontend dots
 
 backend runs
     balance hdr(x-dots-run)
+    http-reuse always
     hash-type consistent sdbm avalanche
 CFG
 i=0
