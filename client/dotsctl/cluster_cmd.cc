@@ -14,6 +14,7 @@
 // protocol; if found (made by hand), the run is left alone and reported as a conflict.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -35,9 +36,17 @@ namespace {
 
 constexpr double kTimeoutSeconds = 30;
 constexpr double kArchiveTimeoutSeconds = 3600;
-// Deadline of each control call of a rebalance (list, seal, compare, delete): a replica that is
-// down fails the rebalance within this, naming it, instead of within the archive timeout.
-const CallOptions kControlCall{absl::Seconds(20)};
+// Deadline of each control call (list, seal, compare, delete) unless --timeout is shorter: a
+// replica that is down fails the command within this, naming it, not within the archive timeout.
+constexpr double kControlSeconds = 20;
+CallOptions control_call{absl::Seconds(kControlSeconds)};  // set once per command from --timeout
+
+void SetControlDeadline(const Connection& connection) {
+  const double seconds = connection.timeout_seconds > 0
+                             ? std::min(connection.timeout_seconds, kControlSeconds)
+                             : kControlSeconds;
+  control_call.timeout = absl::Seconds(seconds);
+}
 
 struct ClusterArgs {
   std::string servers;   // --servers A,B,C
@@ -86,7 +95,7 @@ int ConnectAll(const std::string& command, const ClusterArgs& args, const Connec
 absl::Status ListAll(std::vector<Replica>& replicas,
                      std::map<std::string, std::vector<Copy>>* out) {
   for (size_t r = 0; r < replicas.size(); ++r) {
-    absl::StatusOr<std::vector<RunInfo>> runs = replicas[r].client->ListRuns(kControlCall);
+    absl::StatusOr<std::vector<RunInfo>> runs = replicas[r].client->ListRuns(control_call);
     if (!runs.ok()) {
       return Annotate(runs.status(), absl::StrCat("replica ", replicas[r].address));
     }
@@ -117,6 +126,7 @@ std::string RunLocationJson(const std::string& id, const std::vector<Copy>& copi
 }
 
 int List(const ClusterArgs& args, const Connection& connection) {
+  SetControlDeadline(connection);
   std::vector<Replica> replicas;
   if (int code = ConnectAll("cluster list", args, connection, kTimeoutSeconds, &replicas)) {
     return code;
@@ -154,9 +164,9 @@ int List(const ClusterArgs& args, const Connection& connection) {
 
 // The counters a whole copy of a run must share with its source.
 absl::Status CheckSameRun(const std::string& id, Replica& from, Replica& to) {
-  absl::StatusOr<RunStats> a = from.client->GetRunStats(id, kControlCall);
+  absl::StatusOr<RunStats> a = from.client->GetRunStats(id, control_call);
   if (!a.ok()) return Annotate(a.status(), absl::StrCat("run ", id, " on ", from.address));
-  absl::StatusOr<RunStats> b = to.client->GetRunStats(id, kControlCall);
+  absl::StatusOr<RunStats> b = to.client->GetRunStats(id, control_call);
   if (!b.ok()) return Annotate(b.status(), absl::StrCat("run ", id, " on ", to.address));
   if (a->step != b->step || a->round != b->round || a->pool_size != b->pool_size ||
       a->reported_groups != b->reported_groups || a->duplicate_reports != b->duplicate_reports ||
@@ -185,7 +195,7 @@ absl::Status Move(const std::string& id, Replica& from, Replica& to, const std::
     return Annotate(imported.status(), absl::StrCat("import of run ", id, " on ", to.address));
   }
   DOTS_RETURN_IF_ERROR(CheckSameRun(id, from, to));
-  if (absl::Status s = from.client->DeleteRun(id, kControlCall); !s.ok()) {
+  if (absl::Status s = from.client->DeleteRun(id, control_call); !s.ok()) {
     return Annotate(s, absl::StrCat("delete of the moved run ", id, " on ", from.address));
   }
   return absl::OkStatus();
@@ -196,6 +206,7 @@ void Progress(const std::string& message) {
 }
 
 int Rebalance(const ClusterArgs& args, const Connection& connection) {
+  SetControlDeadline(connection);
   std::vector<Replica> replicas;
   if (int code =
           ConnectAll("cluster rebalance", args, connection, kArchiveTimeoutSeconds, &replicas)) {
@@ -266,13 +277,13 @@ int Rebalance(const ClusterArgs& args, const Connection& connection) {
     if (live.size() == 1) {
       source = live[0]->replica;
       for (const Copy* c : sealed) {  // stale: the live copy is the run
-        s = replicas[c->replica].client->DeleteRun(id, kControlCall);
+        s = replicas[c->replica].client->DeleteRun(id, control_call);
         if (!s.ok() && s.code() != absl::StatusCode::kNotFound) break;
         s = absl::OkStatus();
         action(id, "deleted the stale sealed copy of", c->replica);
       }
       if (s.ok() && source != owner) {
-        absl::StatusOr<RunInfo> info = replicas[source].client->SealRun(id, true, kControlCall);
+        absl::StatusOr<RunInfo> info = replicas[source].client->SealRun(id, true, control_call);
         s = info.status();
         if (s.ok()) action(id, "sealed", source);
       }
@@ -281,7 +292,7 @@ int Rebalance(const ClusterArgs& args, const Connection& connection) {
     }
     if (s.ok() && source == owner) {
       if (!live.empty()) continue;  // it was live on its owner: only stale copies were removed
-      absl::StatusOr<RunInfo> info = replicas[owner].client->SealRun(id, false, kControlCall);
+      absl::StatusOr<RunInfo> info = replicas[owner].client->SealRun(id, false, control_call);
       s = info.status();
       if (s.ok()) action(id, "unsealed", owner);
     } else if (s.ok()) {

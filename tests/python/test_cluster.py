@@ -177,6 +177,17 @@ def test_a_header_naming_another_run_is_refused(live_cluster):
         assert "x-dots-run" in e.value.details()
 
 
+def test_an_unreachable_replica_stops_a_rebalance_before_anything_moves(live_cluster):
+    servers = ",".join(live_cluster.replicas + ["127.0.0.1:1"])
+    before = live_cluster.listing()
+    done = dotsctl("--timeout", "2", "cluster", "rebalance", "--servers", servers, check=False)
+    assert done.returncode == 1
+    assert "127.0.0.1:1" in done.stderr and "nothing was moved" in done.stderr
+    assert live_cluster.listing() == before
+    done = dotsctl("cluster", "list", "--servers", "not an address", check=False)
+    assert done.returncode != 0
+
+
 def test_a_killed_replica_fails_only_its_runs_and_loses_nothing_acknowledged(live_cluster, router):
     listing = live_cluster.listing()
     victim = 1
