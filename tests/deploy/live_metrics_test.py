@@ -37,7 +37,7 @@ import yaml
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 from promql_names_test import (dashboard_expressions, load_metric_list,  # noqa: E402
-                               substitute_grafana_variables)
+                               replica_panels, substitute_grafana_variables)
 
 RUN = "live"
 GROUP_SIZE = 8
@@ -337,6 +337,17 @@ def query_prometheus(port, expected_ratio):
             empty.append(f"{where}: {e}")
     check(not empty, "dashboard queries without data:\n" + "\n".join(empty))
     print(f"prometheus: {len(exprs)} dashboard expressions evaluated, panel queries have data")
+    # The replica view: one series per replica, each naming its instance.
+    replica_exprs = [(p.get("title"), t["expr"]) for p in replica_panels(dashboard) or []
+                     for t in p.get("targets", []) if t.get("expr")]
+    check(replica_exprs, "the dashboard has no replica view")
+    for title, expr in replica_exprs:
+        e = substitute_grafana_variables(expr.replace("$__rate_interval", "1m"))
+        result = prometheus_query(port, e)["data"]["result"]
+        instances = [r["metric"].get("instance") for r in result]
+        check(instances and all(instances) and len(set(instances)) == len(instances),
+              f"replica view {title!r}: want one series per instance, got {instances}: {e}")
+    print(f"prometheus: {len(replica_exprs)} replica-view queries give one series per replica")
 
     # The alert rules evaluate cleanly against real data, and nothing fires.
     deadline = time.time() + 20

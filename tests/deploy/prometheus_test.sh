@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# promtool on deploy/prometheus: the scrape config, the alert rules and their unit tests, and
-# the same rules as shipped in the Kubernetes PrometheusRule.
+# promtool on deploy/prometheus: the scrape config (with its file_sd target files), the alert
+# rules and their unit tests, and the same rules as shipped in the Kubernetes PrometheusRule. The
+# scrape config has a job `dots` (what the alert rules select) and the HAProxy router under a job
+# of its own.
 # Usage: prometheus_test.sh SOURCE_DIR
 set -euo pipefail
 src=${1:?usage: prometheus_test.sh SOURCE_DIR}
@@ -10,6 +12,25 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 promtool check config "$dir/prometheus.yml"
+/usr/bin/python3 - "$dir" <<'PY'
+import os, sys, yaml
+d = sys.argv[1]
+jobs = {j["job_name"]: j for j in yaml.safe_load(open(f"{d}/prometheus.yml"))["scrape_configs"]}
+errors = []
+if "dots" not in jobs:
+    errors.append("prometheus.yml: no job dots (the alert rules select job=\"dots\")")
+router = jobs.get("dots-router")
+if not router:
+    errors.append("prometheus.yml: no job dots-router (HAProxy's /metrics)")
+elif router.get("metrics_path", "/metrics") != "/metrics":
+    errors.append("prometheus.yml: job dots-router must scrape /metrics (HAProxy's prometheus-exporter)")
+for name, job in jobs.items():
+    for sd in job.get("file_sd_configs", []):
+        for f in sd["files"]:
+            if "*" not in f and not os.path.exists(os.path.join(d, f)):
+                errors.append(f"prometheus.yml: job {name}: {f} is missing")
+if errors: sys.exit("\n".join(errors))
+PY
 promtool check rules "$dir/alerts.yml"
 (cd "$dir" && promtool test rules alerts_test.yml)
 

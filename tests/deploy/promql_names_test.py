@@ -9,7 +9,11 @@ deploy/k8s/prometheusrule.yaml:
     NAME_bucket / NAME_sum / NAME_count);
   - the dashboard has what the issue asks for: uid, title, schemaVersion, tags, a `datasource`
     and a `run` template variable, every panel on ${datasource}, no overlapping panels, and every
-    dots_* and process_* metric shown somewhere.
+    dots_* and process_* metric shown somewhere;
+  - the dashboard's replica view (a row titled "Replicas", for a cluster of replicas behind the
+    router): runs, resident memory and RPC rate per replica, every query of the row keeping the
+    `instance` label (on Kubernetes the pod's name, deploy/k8s/servicemonitor.yaml) and naming it
+    in its legend.
 Usage: promql_names_test.py SOURCE_DIR
 """
 import json
@@ -84,6 +88,64 @@ def metric_names(expr):
     return names
 
 
+# What the replica row must show, per replica: a metric each, from deploy/metrics.txt.
+REPLICA_VIEW = {
+    "dots_pool_questions": "runs (one dots_pool_questions series per run)",
+    "process_resident_memory_bytes": "resident memory",
+    "dots_grpc_requests_total": "RPC rate",
+}
+AGGREGATIONS = r"sum|count|avg|min|max|stddev|stdvar|group|topk|bottomk|quantile|count_values"
+
+
+def keeps_instance(expr):
+    """Whether every aggregation of a PromQL expression keeps the `instance` label: `by (...)`
+    listing it, or `without (...)` not listing it, written before the aggregated expression."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    for m in re.finditer(rf"\b({AGGREGATIONS})\s*(?:(by|without)\s*\(([^)]*)\))?\s*\(", s):
+        labels = {x.strip() for x in (m.group(3) or "").split(",")}
+        if m.group(2) == "by" and "instance" in labels:
+            continue
+        if m.group(2) == "without" and "instance" not in labels:
+            continue
+        return False
+    return True
+
+
+def replica_panels(dashboard):
+    """The panels of the row titled "Replicas": below it, above the next row. None without it."""
+    panels = dashboard.get("panels", [])
+    rows = sorted((p for p in panels if p.get("type") == "row"), key=lambda p: p["gridPos"]["y"])
+    for i, row in enumerate(rows):
+        if row.get("title", "").strip().lower() == "replicas":
+            top = row["gridPos"]["y"]
+            bottom = rows[i + 1]["gridPos"]["y"] if i + 1 < len(rows) else float("inf")
+            inside = [p for p in panels if p.get("type") != "row" and top < p["gridPos"]["y"] < bottom]
+            return inside + list(row.get("panels", []))  # a collapsed row holds its panels
+    return None
+
+
+def check_replica_view(dashboard, where, errors):
+    panels = replica_panels(dashboard)
+    if panels is None:
+        errors.append(f"{where}: no row titled 'Replicas' (the per-replica view)")
+        return
+    shown = set()
+    for panel in panels:
+        for target in panel.get("targets", []):
+            expr = target.get("expr", "")
+            at = f"{where}: replica view, panel {panel.get('title')!r} target {target.get('refId')}"
+            if not keeps_instance(expr):
+                errors.append(f"{at}: aggregates the replicas together (keep `by (instance)`): {expr}")
+                continue
+            if "{{instance}}" not in target.get("legendFormat", ""):
+                errors.append(f"{at}: the legend must name the replica ({{{{instance}}}})")
+                continue
+            shown |= metric_names(substitute_grafana_variables(expr))
+    for name, what in REPLICA_VIEW.items():
+        if name not in shown:
+            errors.append(f"{where}: the replica view shows no {what} per replica ({name})")
+
+
 def self_test():
     """The extractor on expressions with a known answer, so it cannot silently accept all."""
     cases = {
@@ -99,6 +161,30 @@ def self_test():
         got = metric_names(expr)
         if got != want:
             sys.exit(f"metric_names self-test: {expr!r}: got {sorted(got)}, want {sorted(want)}")
+    keeps = {
+        'process_resident_memory_bytes{instance=~"$instance"}': True,
+        'sum by (instance) (rate(a[5m]))': True,
+        'count by (run, instance) (a) or 0 * max by (instance) (b)': True,
+        'sum without (run) (a)': True,
+        'sum(rate(a[5m]))': False,
+        'count(a{instance="x"})': False,
+        'count by (instance) (a) or 0 * max(b)': False,
+        'sum by (method) (a)': False,
+        'sum without (instance) (a)': False,
+        'max_over_time(a[5m])': True,
+    }
+    for expr, want in keeps.items():
+        if keeps_instance(expr) != want:
+            sys.exit(f"keeps_instance self-test: {expr!r}: got {not want}, want {want}")
+    broken = {"panels": [{"type": "row", "title": "Replicas", "gridPos": {"h": 1, "w": 24, "x": 0, "y": 0}},
+                         {"type": "timeseries", "title": "t", "gridPos": {"h": 8, "w": 24, "x": 0, "y": 1},
+                          "targets": [{"refId": "A", "expr": "count(dots_pool_questions)",
+                                       "legendFormat": "{{instance}}"}]}]}
+    errors = []
+    check_replica_view(broken, "self-test", errors)
+    if not any("aggregates the replicas together" in e for e in errors) or \
+            not any("resident memory" in e for e in errors):
+        sys.exit(f"check_replica_view self-test: accepted a broken replica view: {errors}")
 
 
 def walk_panels(panels):
@@ -226,6 +312,7 @@ def main():
     except json.JSONDecodeError as e:
         sys.exit(f"{dashboard_path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}")
     check_dashboard_structure(dashboard, dashboard_path, errors)
+    check_replica_view(dashboard, dashboard_path, errors)
     dash_exprs = dashboard_expressions(dashboard, dashboard_path)
 
     alerts_path = os.path.join(src, "deploy/prometheus/alerts.yml")
