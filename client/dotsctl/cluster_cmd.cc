@@ -49,9 +49,10 @@ void SetControlDeadline(const Connection& connection) {
 }
 
 struct ClusterArgs {
-  std::string servers;   // --servers A,B,C
-  std::string work_dir;  // rebalance --work-dir
-  bool dry_run = false;  // rebalance --dry-run
+  std::string servers;               // --servers A,B,C
+  std::string work_dir;              // rebalance --work-dir
+  bool dry_run = false;              // rebalance --dry-run
+  bool keep_sealed_sources = false;  // rebalance --keep-sealed-sources
 };
 
 // One replica: its address and a client to it.
@@ -182,7 +183,7 @@ absl::Status CheckSameRun(const std::string& id, Replica& from, Replica& to) {
 
 // Moves the sealed copy of run `id` from replica `from` to `to` (steps 2-5 of the header).
 absl::Status Move(const std::string& id, Replica& from, Replica& to, const std::string& dir,
-                  int64_t* bytes) {
+                  bool keep_source, int64_t* bytes) {
   const std::string file = (std::filesystem::path(dir) / (id + ".dotsrun")).string();
   if (absl::Status s = from.client->ExportRun(id, file); !s.ok()) {
     return Annotate(s, absl::StrCat("export of run ", id, " from ", from.address));
@@ -195,6 +196,7 @@ absl::Status Move(const std::string& id, Replica& from, Replica& to, const std::
     return Annotate(imported.status(), absl::StrCat("import of run ", id, " on ", to.address));
   }
   DOTS_RETURN_IF_ERROR(CheckSameRun(id, from, to));
+  if (keep_source) return absl::OkStatus();  // a later rebalance deletes the sealed source
   if (absl::Status s = from.client->DeleteRun(id, control_call); !s.ok()) {
     return Annotate(s, absl::StrCat("delete of the moved run ", id, " on ", from.address));
   }
@@ -299,7 +301,7 @@ int Rebalance(const ClusterArgs& args, const Connection& connection) {
       Progress(absl::StrCat("moving run ", id, " from ", replicas[source].address, " to ",
                             replicas[owner].address));
       int64_t bytes = 0;
-      s = Move(id, replicas[source], replicas[owner], dir, &bytes);
+      s = Move(id, replicas[source], replicas[owner], dir, args.keep_sealed_sources, &bytes);
       if (s.ok()) {
         std::string item = "{\"run_id\": ";
         AppendJsonString(id, &item);
@@ -376,6 +378,11 @@ void AddClusterCommands(CLI::App* app, const Connection* connection, cli::Action
                         "directory for the archives in transit (default: a fresh temporary one)");
   rebalance->add_flag("--dry-run", args->dry_run,
                       "print what would change (the misplaced runs), change nothing");
+  rebalance->add_flag(
+      "--keep-sealed-sources", args->keep_sealed_sources,
+      "leave each moved run's sealed source in place: until the router has the new list, calls "
+      "that still reach the old replica get UNAVAILABLE (retried) rather than NOT_FOUND; a "
+      "rebalance run after the router update deletes the sealed sources");
   RunsWith(rebalance, action, args, connection, Rebalance);
 }
 

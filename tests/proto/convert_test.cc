@@ -41,7 +41,7 @@ bool SameWire(const Message& a, const Message& b) {
 }
 
 TEST(ConvertTest, RunInfoAndImportProgress) {
-  const RunInfo run{"r1", R"({"batch_size": 8})", 60, 1700000000, "dots_token"};
+  const RunInfo run{"r1", R"({"batch_size": 8})", 60, 1700000000, "dots_token", /*sealed=*/true};
   pb::RunInfo p;
   ToProto(run, &p);
   ExpectEveryFieldSet(p);
@@ -51,6 +51,7 @@ TEST(ConvertTest, RunInfoAndImportProgress) {
   EXPECT_EQ(back.pool_size, run.pool_size);
   EXPECT_EQ(back.created_unix_seconds, run.created_unix_seconds);
   EXPECT_EQ(back.token, run.token);
+  EXPECT_EQ(back.sealed, run.sealed);
 
   const ImportProgress progress{100, 60, 40, true};
   pb::ImportPoolProgress q;

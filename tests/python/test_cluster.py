@@ -298,16 +298,24 @@ def test_adding_a_replica_and_rebalancing_moves_runs_whole_even_when_interrupted
         if killed >= 5:
             break
     assert killed >= 5, f"only {killed} of the rebalances were still running when killed"
-    done = json.loads(dotsctl("cluster", "rebalance", "--servers", servers).stdout)
+    # The procedure for a cluster in use: move keeping the sealed sources, switch the router,
+    # then delete the sealed sources.
+    done = json.loads(
+        dotsctl("cluster", "rebalance", "--keep-sealed-sources", "--servers", servers).stdout
+    )
     assert done["conflicts"] == []
+    for run in live_cluster.listing(replicas)["runs"]:
+        live = [c["server"] for c in run["copies"] if not c["sealed"]]
+        assert live == [run["owner"]], run
+    cluster("reload", live_cluster.dir)
+    done = json.loads(dotsctl("cluster", "rebalance", "--servers", servers).stdout)
+    assert done["conflicts"] == [] and done["moved"] == []
     listing = live_cluster.listing(replicas)
     assert listing["misplaced"] == 0
     assert {s["server"]: s["runs"] for s in listing["servers"]}[replicas[3]] > 0
     for run in listing["runs"]:
         assert [c["server"] for c in run["copies"]] == [run["owner"]]
         assert not run["copies"][0]["sealed"]
-
-    cluster("reload", live_cluster.dir)
     for run_id in RUNS:
         stats, step, batch = before[run_id]
         now = router.stats(run_id)
