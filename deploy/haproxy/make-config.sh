@@ -118,6 +118,10 @@ cat <<CFG
 
 backend any
     balance roundrobin
+    # A replica that exits between two checks: its connection is refused and the call goes to
+    # another replica (these calls name no run, so any replica answers them).
+    retries 3
+    option redispatch 1
     option tcp-check
     tcp-check connect
     tcp-check send-binary ${preface}${settings}

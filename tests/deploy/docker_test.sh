@@ -34,7 +34,7 @@ if [ "$#" -ge 1 ]; then
 fi
 
 /usr/bin/python3 - "$src" "$work" <<'PY'
-import json, os, re, subprocess, sys
+import json, os, re, shutil, subprocess, sys
 import yaml
 
 src, work = sys.argv[1], sys.argv[2]
@@ -166,6 +166,48 @@ if os.path.exists(helpfull):
         if name not in known:
             errors.append(f"dots-server has no flag --{name} (passed as {flag})")
     print(f"docker_test: {len(passed)} flags passed to dots-server exist")
+
+# compose.cluster.yaml: replicas dots-0..N-1 each on a volume of its own, and the router's config
+# is exactly make-config.sh's output for those replicas (the one generator of every router).
+cluster_path = os.path.join(src, "docker/compose.cluster.yaml")
+cluster = yaml.safe_load(open(cluster_path))
+cluster_services = cluster.get("services", {})
+replica_names = sorted((n for n in cluster_services if re.fullmatch(r"dots-\d+", n)),
+                       key=lambda n: int(n.split("-")[1]))
+if replica_names != [f"dots-{i}" for i in range(len(replica_names))] or len(replica_names) < 2:
+    errors.append(f"{cluster_path}: want replicas dots-0..dots-N-1 (N >= 2), got {replica_names}")
+state_volumes = set()
+for name in replica_names:
+    svc = cluster_services[name]
+    vols = [v for v in svc.get("volumes", []) if v.endswith(":/var/lib/dots")]
+    if len(vols) != 1:
+        errors.append(f"{cluster_path}: {name} must mount one volume at /var/lib/dots")
+    state_volumes.update(v.split(":")[0] for v in vols)
+    if svc.get("user", "0").split(":")[0] in ("0", "root"):
+        errors.append(f"{cluster_path}: {name} must run as a non-root user")
+if len(state_volumes) != len(replica_names):
+    errors.append(f"{cluster_path}: every replica needs a state volume of its own")
+router_cfg = None
+for v in cluster_services.get("router", {}).get("volumes", []):
+    source, target = v.split(":")[:2]
+    if target == "/usr/local/etc/haproxy/haproxy.cfg":
+        router_cfg = os.path.normpath(os.path.join(os.path.dirname(cluster_path), source))
+if router_cfg is None or not os.path.exists(router_cfg):
+    errors.append(f"{cluster_path}: the router must mount its config at /usr/local/etc/haproxy/haproxy.cfg")
+else:
+    want = subprocess.run(
+        ["bash", os.path.join(src, "deploy/haproxy/make-config.sh"), "--listen", ":50051",
+         "--stats", ":8404", "--resolvers"] + [f"{n}:50051" for n in replica_names],
+        capture_output=True, text=True, check=True).stdout
+    if open(router_cfg).read() != want:
+        errors.append(f"{router_cfg}: not make-config.sh's output for {replica_names}; regenerate: "
+                      "deploy/haproxy/make-config.sh --listen :50051 --stats :8404 --resolvers "
+                      + " ".join(f"{n}:50051" for n in replica_names))
+    if shutil.which("haproxy"):
+        check = subprocess.run(["haproxy", "-c", "-q", "-f", router_cfg], capture_output=True, text=True)
+        if check.returncode != 0:
+            errors.append(f"{router_cfg}: haproxy -c refuses it: {check.stderr.strip()}")
+print(f"docker_test: compose.cluster.yaml: {len(replica_names)} replicas behind the router")
 
 if errors:
     sys.exit("\n".join(errors))

@@ -166,6 +166,34 @@ def test_every_rpc_works_through_the_router_with_a_large_replay_payload(router):
     assert len(router.estimates(run_id)) == 40
 
 
+def test_archives_pools_seals_and_deletes_work_through_the_router(live_cluster):
+    router = ["--server", live_cluster.router]
+    work = tempfile.mkdtemp(prefix="dots-cluster-files-")
+    try:
+        pool = os.path.join(work, "pool.jsonl")
+        with open(pool, "w") as f:
+            for i in range(50):
+                f.write(json.dumps({"key": f"k{i}", "prompt": f"question {i}"}) + "\n")
+        source = "pooled"
+        dotsctl(*router, "run", "create", source)
+        imported = json.loads(dotsctl(*router, "pool", "import", source, "--questions", pool).stdout)
+        assert imported["added"] == 50
+        archive = os.path.join(work, "run.dotsrun")
+        dotsctl(*router, "run", "export", source, "--out", archive)
+        copy = "copy-of-" + source
+        assert json.loads(dotsctl(*router, "run", "import", archive, "--as", copy).stdout)[
+            "pool_size"
+        ] == 50
+        listing = live_cluster.listing()
+        placed = {r["run_id"]: r for r in listing["runs"]}
+        assert [c["server"] for c in placed[copy]["copies"]] == [placed[copy]["owner"]]
+        for run_id in (copy, source):
+            dotsctl(*router, "run", "delete", run_id)
+            assert run_id not in owners(live_cluster.listing())
+    finally:
+        subprocess.run(["rm", "-rf", work])
+
+
 def test_a_header_naming_another_run_is_refused(live_cluster):
     with grpc.insecure_channel(live_cluster.router) as channel:
         stub = dots_pb2_grpc.DotsStub(channel)
@@ -330,3 +358,57 @@ def test_adding_a_replica_and_rebalancing_moves_runs_whole_even_when_interrupted
         step = before[run_id][1]
         batch, result = train_step(router, run_id, step)
         assert result["accepted"] == len(batch.items)
+
+
+def test_a_draining_replica_leaves_the_router_before_it_exits(live_cluster):
+    import urllib.request
+
+    with open(os.path.join(live_cluster.dir, "router.stats")) as f:
+        stats = f.read().strip()
+
+    def state(replica):
+        rows = urllib.request.urlopen(f"http://{stats}/stats;csv", timeout=5).read().decode()
+        for row in rows.splitlines():
+            if row.startswith(f"any,dots-{replica},"):
+                return row.split(",")[17]  # the CSV's status column
+        return None
+
+    victim = 2
+    assert state(victim) == "UP"
+    os.kill(live_cluster.pid(victim), signal.SIGTERM)  # drains, then exits
+    # Calls that name no run keep working: the router takes the replica out of rotation within
+    # its check interval (2 x 1 s), refused connections are redispatched, and the few calls that
+    # reach it in between get UNAVAILABLE from the draining server, which clients retry.
+    errors = []
+    with dots_client.Client(live_cluster.router, timeout=5.0) as c:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                c.list_runs()
+            except dots_client.DotsError as error:
+                errors.append(str(error))
+            if not state(victim).startswith("UP"):
+                break
+            time.sleep(0.05)
+        for _ in range(20):
+            try:
+                c.list_runs()
+            except dots_client.DotsError as error:
+                errors.append(str(error))
+    assert not state(victim).startswith("UP"), state(victim)
+    assert not errors, errors
+
+
+def test_cluster_sh_without_haproxy_says_how_to_install_it():
+    env = dict(os.environ, DOTS_BIN=bin_dir(), HAPROXY="/nonexistent/haproxy")
+    directory = tempfile.mkdtemp(prefix="dots-cluster-nohaproxy-")
+    try:
+        done = subprocess.run(
+            ["bash", CLUSTER, "up", "1", directory], env=env, capture_output=True, text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1
+        assert "apt-get install haproxy" in done.stderr
+        assert not os.path.exists(os.path.join(directory, "replicas")), "nothing started"
+    finally:
+        subprocess.run(["rm", "-rf", directory])
