@@ -1,6 +1,6 @@
 """GRPO for the transformer policy, as the paper runs it (docs/paper.md §1.2, §4.2).
 
-* G rollouts per question sampled with temperature; reward = exact match of the final answer.
+* G rollouts per question sampled with temperature; reward = exact match of the solution.
 * Advantage A_i = r_i - mean_j r_j within the group, not divided by the std (the paper's Eq. 1).
 * Token-level PPO-clip, eps = 0.2, no KL term, loss averaged over every solution token of the
   (mini)batch: verl's token-mean, so zero-advantage groups dilute the gradient as in verl.
@@ -31,7 +31,8 @@ def rollout(model, tokenizer, questions, group_size, temperature, max_new, gener
     if not prompts:
         return [], [], np.zeros((0, group_size))
     sols, logps = transformer.generate(model, prompts, max_new, temperature, generator)
-    rewards = np.array([words_task.reward(tokenizer, s, questions.answer[i // group_size])
+    correct = [questions.solution(q) for q in range(len(questions))]
+    rewards = np.array([words_task.reward(tokenizer, s, correct[i // group_size])
                         for i, s in enumerate(sols)]).reshape(-1, group_size)
     group = lambda xs: [xs[i:i + group_size] for i in range(0, len(xs), group_size)]  # noqa
     return group(sols), group(logps), rewards

@@ -80,7 +80,8 @@ def arm_config(arm, b, k, adapter_path):
                 "replay": {"enabled": True, "capacity_groups": b}}
     if arm == "dots_online":
         return {"selector": {"strategy": "dots"},
-                "estimator": {"mode": "paper", "adapter_training": "online"},
+                "estimator": {"mode": "paper", "adapter_training": {
+                    "mode": "online", "hidden_size": 128}},
                 "reference_mode": "paper", "reference_size": k, "replay": {"enabled": False}}
     raise ValueError(arm)
 

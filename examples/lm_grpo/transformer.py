@@ -7,8 +7,14 @@ count non-padding tokens only and padding keys are masked, so a left-padded row 
 what it would alone.
 
 Pre-training: next-token cross-entropy of the worked solutions of "<bos> question <sep> solution
-<eos>" sequences (the question words are random draws, nothing to learn there) of a generated corpus (words_task.generate with the operations' uneven corpus frequencies), Adam
-with a linear warm-up and cosine decay. The weights are cached under the cache directory keyed by
+<eos>" sequences (the question words are random draws, nothing to learn there) of a generated
+corpus (words_task.generate with the operations' uneven corpus frequencies) whose worked
+solutions do not all follow the graded format, as web text does not: with probability `restate`
+a solution writes its final answer a second time before <eos>, which the exact-match reward
+counts wrong. So the base model breaks the format on about that share of its samples, a skill
+GRPO can fix from rewards alone and that transfers to every question (as early RL on a base LLM
+mostly fixes its answer format), while the operations it never learned well stay hard. Adam with
+a linear warm-up and cosine decay. The weights are cached under the cache directory keyed by
 a hash of the model and corpus configuration (and the task's constants), so later runs skip it.
 Snapshots at given fractions of pre-training are cached too: they are the "shorter pre-training"
 models that label the pool for the adapter.
@@ -47,6 +53,7 @@ class PretrainConfig:
     lr: float = 5e-3
     warmup: int = 100
     max_ops: int = 4
+    restate: float = 0.3  # probability that a corpus solution restates its answer before <eos>
     seed: int = 0
 
 
@@ -123,12 +130,18 @@ def right_pad(rows, width=None):
     return out
 
 
-def corpus_batch(tokenizer, n, rng, max_ops):
-    """n pre-training sequences of the corpus (uneven operations): ids (N, P + S), P, mask."""
+def corpus_batch(tokenizer, n, rng, max_ops, restate):
+    """n pre-training sequences of the corpus (uneven operations; with probability `restate` a
+    solution writes its final answer twice): ids (N, P + S), P, mask."""
     qs = words_task.generate(n, rng, max_ops, words_task.op_weights())
     prompts = [words_task.prompt_ids(tokenizer, qs.text[i]) for i in range(n)]
-    return sequence_batch(prompts, [words_task.solution_ids(tokenizer, qs.solution(i))
-                                    for i in range(n)])
+    solutions = []
+    for i in range(n):
+        digits = qs.solution(i)
+        if rng.random() < restate:
+            digits = digits + digits[-1:]
+        solutions.append(words_task.solution_ids(tokenizer, digits))
+    return sequence_batch(prompts, solutions)
 
 
 def pretrain(model, tokenizer, cfg, snapshots=(), log=None):
@@ -143,7 +156,7 @@ def pretrain(model, tokenizer, cfg, snapshots=(), log=None):
         lr = cfg.lr * min(1.0, step / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for group in opt.param_groups:
             group["lr"] = lr
-        ids, start, mask = corpus_batch(tokenizer, cfg.batch, rng, cfg.max_ops)
+        ids, start, mask = corpus_batch(tokenizer, cfg.batch, rng, cfg.max_ops, cfg.restate)
         loss = -(token_logp(model, ids, start, mask).sum() / mask.sum())
         opt.zero_grad()
         loss.backward()
@@ -252,8 +265,8 @@ def token_logp(model, ids, start, mask, temperature=1.0):
 @torch.no_grad()
 def solution_probability(model, tokenizer, questions, temperature=1.0, chunk=256):
     """The exact probability that the model writes question i's correct solution (every
-    intermediate digit right, then <eos>), by teacher forcing: (N,) float64. A lower bound of the
-    success rate (a wrong step can still end on the right digit), without sampling noise."""
+    intermediate digit right, then <eos>), by teacher forcing: (N,) float64. With the exact-match
+    reward this is the question's success rate itself, without sampling noise."""
     out = []
     for begin in range(0, len(questions), chunk):
         idx = range(begin, min(begin + chunk, len(questions)))

@@ -6,8 +6,10 @@ result is kept modulo ten), written in words with varied templates, e.g.
     begin at seven , times three then lose four what is left ?
 
 The solution is the chain of intermediate results, one digit token per operation, then <eos>:
-"1 7 <eos>" (7 * 3 = 21 -> 1, 1 - 4 = -3 -> 7). The reward is exact match of the final answer:
-1 iff the last digit written before <eos> is the right result.
+"1 7 <eos>" (7 * 3 = 21 -> 1, 1 - 4 = -3 -> 7). The reward is exact match: 1 iff the written
+solution is the correct one (its last digit is the answer), so a policy's success rate on a
+question is exactly the probability that it writes the correct solution, which the held-out
+evaluation computes by teacher forcing, without sampling noise.
 
 There are 26 operations (add 1-9, subtract 1-9, multiply by 2-9). The pre-training corpus uses
 them with very different frequencies (a fixed order, `OP_FREQUENCY_DECAY` per rank), so the base
@@ -157,13 +159,10 @@ def solution_ids(tokenizer, digits):
     return [tokenizer.digit(d) for d in digits] + [EOS]
 
 
-def reward(tokenizer, generated, answer):
-    """Exact match of the final answer: 1 iff <eos> was written and the token before it is the
-    answer's digit. generated: the sampled solution ids (any length, padding excluded)."""
-    generated = list(generated)
-    if EOS not in generated:
-        return 0.0
-    end = generated.index(EOS)
-    if end == 0 or not tokenizer.is_digit(generated[end - 1]):
-        return 0.0
-    return float(generated[end - 1] - tokenizer.digit0 == int(answer))
+def reward(tokenizer, generated, solution):
+    """Exact match: 1 iff the sampled solution is the correct one, every intermediate result and
+    the final answer, then <eos> (generated: the sampled ids, padding excluded; solution: the
+    correct digits). With ten possible answers, matching the final digit alone would reward a
+    tenth of random guesses; matching the worked solution, as a grader of a short worked answer
+    does, makes a lucky guess rare (1 in 10^k)."""
+    return float(list(generated) == solution_ids(tokenizer, solution))

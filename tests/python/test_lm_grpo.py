@@ -12,8 +12,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "..", "examples", "lm_grpo"))
 
-torch = pytest.importorskip if False else None  # noqa: E731  (torch is required: no skip)
-import torch  # noqa: E402,F811  (python3-torch; scripts/install-deps.sh)
+import torch  # noqa: E402  (python3-torch, scripts/install-deps.sh: required, never skipped)
 
 import grpo_torch  # noqa: E402
 import lm_grpo  # noqa: E402
@@ -60,8 +59,7 @@ def test_every_arm_runs_and_reports(results):
                 "generation_seconds_to_uniform_final"):
         assert key in summary["arms"]["dots_rr"]
     assert set(summary["adapter_pearson"]) >= {"trained", "raw"}
-    assert os.path.exists(os.path.join(os.path.dirname(saved["args"]["out"]), "run",
-                                       "adapter", "adapter.safetensors"))
+    assert os.path.exists(os.path.join(saved["args"]["out"], "adapter", "adapter.safetensors"))
 
 
 def test_payload_round_trip_is_exact():
@@ -103,10 +101,24 @@ def test_replayed_behaviour_logprobs_match_the_policy_that_sampled():
     assert abs(stats["ratio_old"] - 1) < 1e-4 and stats["ratio_old_max"] < 1 + 1e-3
 
 
-def test_reward_is_exact_match_of_the_final_answer():
+def test_reward_is_exact_match_and_held_out_accuracy_is_its_expectation():
     tok = words_task.Tokenizer()
     d, eos = tok.digit, words_task.EOS
-    assert words_task.reward(tok, [d(3), d(7), eos], 7) == 1.0
-    assert words_task.reward(tok, [d(3), d(7), eos], 3) == 0.0
-    assert words_task.reward(tok, [d(3), d(7)], 7) == 0.0  # no <eos>: cut, no answer
-    assert words_task.reward(tok, [eos], 0) == 0.0
+    assert words_task.reward(tok, [d(3), d(7), eos], [3, 7]) == 1.0
+    assert words_task.reward(tok, [d(4), d(7), eos], [3, 7]) == 0.0  # right answer, wrong work
+    assert words_task.reward(tok, [d(3), d(7)], [3, 7]) == 0.0  # no <eos>: cut, no answer
+    assert words_task.reward(tok, [d(3), d(7), eos, d(1)], [3, 7]) == 0.0
+    # The exact success rate (teacher forcing) matches the sampled rewards' mean.
+    torch.manual_seed(3)
+    model = transformer.TinyGPT(transformer.ModelConfig(vocab=len(tok), width=32, layers=1,
+                                                        heads=2)).eval()
+    with torch.no_grad():  # a policy that writes digits and <eos> often enough to succeed
+        model.head.bias[:] = -4.0
+        model.head.bias[tok.digit0:tok.digit0 + 10] = 0.0
+        model.head.bias[words_task.EOS] = 0.5
+    qs = words_task.generate(3, np.random.default_rng(4), 1)
+    exact = transformer.solution_probability(model, tok, qs)
+    _, _, rewards = grpo_torch.rollout(model, tok, qs, 4000, 1.0, 3,
+                                       torch.Generator().manual_seed(5))
+    assert (exact > 0.01).all()
+    assert np.abs(rewards.mean(axis=1) - exact).max() < 4 * np.sqrt(exact.max() / 4000)
