@@ -22,8 +22,8 @@ PACKAGES=(
 )
 # Observability and deployment checks (tests/deploy): promtool and a real Prometheus server,
 # YAML for the manifest checks, flock; the openssl CLI makes the auth tests' certificates;
-# python3-torch: the PyTorch autograd check of the adapter's backward pass and the checkpoint
-# converter (tools/convert_adapter.py). Not needed to build: the container image's build stage
+# python3-torch: examples/lm_grpo (make demo, its pytest), the PyTorch autograd check of the
+# adapter's backward pass and the checkpoint converter (tools/convert_adapter.py). Not needed to build: the container image's build stage
 # sets DOTS_DEPS_BUILD_ONLY=1 and skips them.
 TEST_PACKAGES=(prometheus python3-yaml util-linux openssl python3-torch)
 if [ "${DOTS_DEPS_BUILD_ONLY:-0}" != "1" ]; then
