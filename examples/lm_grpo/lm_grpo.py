@@ -39,18 +39,19 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+try:
+    import torch
+except ImportError:  # before anything that needs it
+    sys.exit("lm_grpo: PyTorch is missing. Install Debian's package: "
+             "sudo apt-get install python3-torch (scripts/install-deps.sh installs it), and run "
+             "the example with /usr/bin/python3")
+
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.join(ROOT, "examples", "tiny_grpo"))
-
-try:
-    import torch
-except ImportError:  # before anything that needs it
-    sys.exit("lm_grpo: PyTorch is missing. Install Debian's package: "
-             "sudo apt-get install python3-torch (scripts/install-deps.sh installs it)")
 
 import dots_client  # noqa: E402
 from dots_client.trainer import StepIterator  # noqa: E402
@@ -231,7 +232,7 @@ def run_arm(client, world, arm, seed, args, run_id, adapter_path):
     heldout0, se0 = world.heldout_accuracy(model)
     refs = None  # the round's paper-mode reference questions and their observed rates
     step_number = 0
-    iterator = StepIterator(client, run_id, num_steps=args.steps)
+    iterator = StepIterator(client, run_id, num_steps=args.steps, wait_seconds=120.0)
     try:
         while True:
             t0 = time.perf_counter()
