@@ -66,7 +66,7 @@ def _vocabulary():
 
 
 class Tokenizer:
-    """Word-level tokenizer of the task's closed vocabulary (about 80 words)."""
+    """Word-level tokenizer of the task's closed vocabulary (54 tokens)."""
 
     def __init__(self):
         self.words = _vocabulary()
