@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: dots on real data next to its baselines, then a real GRPO training loop driven by a
-# live dots-server (examples/tiny_grpo). Usage: scripts/demo.sh [BUILD_DIR] (default build):
+# live dots-server (examples/tiny_grpo), then the paper's pipeline with a small transformer
+# (examples/lm_grpo --quick). Usage: scripts/demo.sh [BUILD_DIR] (default build):
 # binaries from BUILD_DIR/bin, Python stubs from BUILD_DIR/python. A few minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -103,11 +104,27 @@ for run, c in sorted(counts.items()):
 PYCODE
 fi
 
+cat <<MSG
+
+== dots demo, part 3: the paper's pipeline with a small transformer ==
+examples/lm_grpo pre-trains a 2-layer transformer on arithmetic questions written in words
+(cached under $BUILD_DIR/lm_grpo_cache after the first run), embeds the pool with its hidden
+states, labels the pool with other models, trains the paper's adapter with dotsctl, then runs
+GRPO (G = 8) with uniform selection, dots (paper mode, trained adapter), dots + rollout replay
+and dots with an online adapter, one seed, few steps (--quick). See examples/lm_grpo/README.md.
+
+MSG
+code=0
+PYTHONPATH="$BUILD_DIR/python:client/python" "$PY" examples/lm_grpo/lm_grpo.py \
+  --server "$address" --dotsctl "$BIN/dotsctl" --cache "$BUILD_DIR/lm_grpo_cache" --quick \
+  --seeds 1 --out "$OUT/lm_grpo" --log-every 8 || code=$?
+
 echo
 echo "Stopping dots-server (SIGTERM)..."
-code=0
 stop_server || code=$?
 echo "dots-server exited with status $code"
 echo
-echo "More: README.md, examples/tiny_grpo/README.md, dots-bench trajectory --help, dotsctl --help."
+echo "tiny_grpo's table: $OUT/tiny_grpo/table.md; lm_grpo's tables: $OUT/lm_grpo/table.md."
+echo "More: README.md, examples/tiny_grpo/README.md, examples/lm_grpo/README.md,"
+echo "dots-bench trajectory --help, dotsctl --help."
 exit "$code"

@@ -22,10 +22,10 @@ PACKAGES=(
 )
 # Observability and deployment checks (tests/deploy): promtool and a real Prometheus server,
 # YAML for the manifest checks, flock; the openssl CLI makes the auth tests' certificates;
-# python3-torch: the PyTorch autograd check of the adapter's backward pass and the checkpoint
-# converter (tools/convert_adapter.py); HAProxy: the router of a local cluster (scripts/cluster.sh
-# and its test). Not needed to build: the container image's build stage sets
-# DOTS_DEPS_BUILD_ONLY=1 and skips them.
+# python3-torch: examples/lm_grpo (make demo, its pytest), the PyTorch autograd check of the
+# adapter's backward pass and the checkpoint converter (tools/convert_adapter.py); HAProxy: the
+# router of a local cluster (scripts/cluster.sh and its test). Not needed to build: the container
+# image's build stage sets DOTS_DEPS_BUILD_ONLY=1 and skips them.
 TEST_PACKAGES=(prometheus python3-yaml util-linux openssl python3-torch haproxy)
 if [ "${DOTS_DEPS_BUILD_ONLY:-0}" != "1" ]; then
   PACKAGES+=("${TEST_PACKAGES[@]}")
