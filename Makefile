@@ -23,7 +23,8 @@ test: build check-format
 	$(MAKE) test-tsan
 	$(MAKE) test-fuzz
 
-# The concurrency stress tests again, built with ThreadSanitizer (clang) in build-tsan/.
+# clang-14 build in build-tsan/: thread-safety analysis as errors, then the concurrent tests
+# under ThreadSanitizer (scripts/tsan.sh).
 test-tsan: deps
 	bash scripts/tsan.sh build-tsan
 

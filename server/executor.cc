@@ -15,27 +15,27 @@ Executor::~Executor() { Shutdown(); }
 
 bool Executor::Schedule(std::function<void()> task) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_) return false;
     tasks_.push_back(std::move(task));
   }
-  wake_.notify_one();
+  wake_.Signal();
   return true;
 }
 
 void Executor::Shutdown() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  wake_.notify_all();
+  wake_.SignalAll();
   std::call_once(joined_, [this] {
     for (std::thread& t : threads_) t.join();
   });
 }
 
 int64_t Executor::queued() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return static_cast<int64_t>(tasks_.size());
 }
 
@@ -43,8 +43,8 @@ void Executor::WorkerLoop() {
   while (true) {
     std::function<void()> task;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
+      MutexLock lock(&mu_);
+      while (!stopping_ && tasks_.empty()) wake_.Wait(&mu_);
       // Queued tasks still run after Shutdown: each may be the only thing that finishes an RPC.
       if (tasks_.empty()) return;
       task = std::move(tasks_.front());

@@ -7,7 +7,6 @@
 #ifndef DOTS_SERVER_EXECUTOR_H_
 #define DOTS_SERVER_EXECUTOR_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "core/util/mutex.h"
 
 namespace dots {
 
@@ -46,8 +46,8 @@ class Executor {
   void WorkerLoop();
 
   const std::string name_;
-  mutable std::mutex mu_;  // std::mutex: visible to ThreadSanitizer (see core/run/run.h)
-  std::condition_variable wake_;
+  mutable Mutex mu_;
+  CondVar wake_;
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;

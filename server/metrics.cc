@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "core/util/mutex.h"
 #include "prometheus/collectable.h"
 #include "prometheus/exposer.h"
 #include "prometheus/metric_family.h"
@@ -475,7 +476,7 @@ double Metrics::UniformEffectiveRatio(absl::Span<const double> p_hat, int group_
 
 void Metrics::RecordRpc(std::string_view method, int code, double seconds) {
   if (code < 0 || code >= static_cast<int>(kStatusCodeNames.size())) code = kUnknownCode;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto key = std::make_pair(std::string(method), code);
   auto counter = rpc_counters_.find(key);
   if (counter == rpc_counters_.end()) {
@@ -594,48 +595,48 @@ void Metrics::UpdateRunLocked(const std::string& run_id, const RunStats& stats) 
 }
 
 void Metrics::UpdateRun(const std::string& run_id, const RunStats& stats) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   UpdateRunLocked(run_id, stats);
 }
 
 void Metrics::SetUniformExpectedRatio(const std::string& run_id, double ratio) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   RunSeries& s = SeriesLocked(run_id);
   if (s.uniform_ratio == nullptr) s.uniform_ratio = &uniform_ratio_.Add({{"run", run_id}});
   s.uniform_ratio->Set(ratio);
 }
 
 void Metrics::ObservePlanning(const std::string& run_id, double seconds) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   SeriesLocked(run_id).planning->Observe(std::max(0.0, seconds));
 }
 
 void Metrics::ObservePredictionError(const std::string& run_id, double abs_error) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   SeriesLocked(run_id).prediction_error->Observe(std::abs(abs_error));
 }
 
 void Metrics::ObserveReplayAge(const std::string& run_id, int64_t steps) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   SeriesLocked(run_id).replay_age->Observe(static_cast<double>(std::max<int64_t>(0, steps)));
 }
 
 void Metrics::RemoveRun(const std::string& run_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   RemoveRunLocked(run_id);
 }
 
 void Metrics::SetRunSource(RunSource source) {
-  std::lock_guard<std::mutex> lock(source_mu_);
+  MutexLock lock(&source_mu_);
   source_ = std::move(source);
 }
 
 void Metrics::Refresh() {
-  std::lock_guard<std::mutex> source_lock(source_mu_);
+  MutexLock source_lock(&source_mu_);
   if (!source_) return;
   uint64_t epoch = 0;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     epoch = ++refresh_epoch_;
   }
   std::vector<RunSnapshot> snapshots = source_();
@@ -646,7 +647,7 @@ void Metrics::Refresh() {
     const RunSnapshot& snap = snapshots[i];
     if (!snap.pool_estimates || snap.group_size <= 0 || snap.stats.rounds_planned <= 0) continue;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       auto it = runs_.find(snap.run_id);
       if (it != runs_.end() && it->second->uniform_rounds == snap.stats.rounds_planned) continue;
     }
@@ -655,7 +656,7 @@ void Metrics::Refresh() {
     uniform.emplace_back(i, UniformEffectiveRatio(*p_hat, snap.group_size));
   }
 
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   absl::flat_hash_set<std::string> listed;
   for (const RunSnapshot& snap : snapshots) {
     UpdateRunLocked(snap.run_id, snap.stats);

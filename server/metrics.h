@@ -37,7 +37,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -49,6 +48,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/run/run.h"
+#include "core/util/mutex.h"
 #include "grpcpp/support/server_interceptor.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -193,11 +193,10 @@ class Metrics {
   prometheus::Gauge& streams_open_;
 
   // source_mu_ is held while the RunSource runs; lock order: source_mu_ before mu_.
-  std::mutex source_mu_;
+  Mutex source_mu_;
   RunSource source_ ABSL_GUARDED_BY(source_mu_);
 
-  // std::mutex: visible to ThreadSanitizer (see core/run/run.h).
-  std::mutex mu_;
+  Mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<RunSeries>> runs_ ABSL_GUARDED_BY(mu_);
   // Cached RPC series: (method, code) -> counter, method -> histogram.
   absl::flat_hash_map<std::pair<std::string, int>, prometheus::Counter*> rpc_counters_

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/run/run_config.h"
 #include "core/util/file_util.h"
+#include "core/util/mutex.h"
 #include "core/util/status_macros.h"
 #include "proto/convert.h"
 #include "proto/payload_codec.h"
@@ -69,39 +70,39 @@ void DotsService::SetState(State state) {
 }
 
 void DotsService::CallStarted() {
-  std::lock_guard<std::mutex> lock(calls_mu_);
+  MutexLock lock(&calls_mu_);
   ++calls_in_flight_;
 }
 
 void DotsService::CallEnded() {
-  std::lock_guard<std::mutex> lock(calls_mu_);
+  MutexLock lock(&calls_mu_);
   last_call_ended_ = absl::Now();
-  if (--calls_in_flight_ == 0) idle_.notify_all();
+  if (--calls_in_flight_ == 0) idle_.SignalAll();
 }
 
 void DotsService::StreamStarted() {
   if (options_.metrics != nullptr) options_.metrics->AddStreamsOpen(1);
-  std::lock_guard<std::mutex> lock(calls_mu_);
+  MutexLock lock(&calls_mu_);
   ++calls_in_flight_;
   ++streams_open_;
 }
 
 void DotsService::StreamEnded() {
   if (options_.metrics != nullptr) options_.metrics->AddStreamsOpen(-1);
-  std::lock_guard<std::mutex> lock(calls_mu_);
+  MutexLock lock(&calls_mu_);
   --streams_open_;
   last_call_ended_ = absl::Now();
-  if (--calls_in_flight_ == 0) idle_.notify_all();
+  if (--calls_in_flight_ == 0) idle_.SignalAll();
 }
 
 int64_t DotsService::streams_open() const {
-  std::lock_guard<std::mutex> lock(calls_mu_);
+  MutexLock lock(&calls_mu_);
   return streams_open_;
 }
 
 absl::Status DotsService::CheckServingStream() const {
   DOTS_RETURN_IF_ERROR(CheckServing());
-  std::lock_guard<std::mutex> lock(calls_mu_);
+  MutexLock lock(&calls_mu_);
   if (streams_open_ > options_.max_concurrent_streams) {
     return absl::ResourceExhaustedError(
         absl::StrCat("max_concurrent_streams: ", streams_open_ - 1,
@@ -112,18 +113,18 @@ absl::Status DotsService::CheckServingStream() const {
 }
 
 bool DotsService::WaitUntilQuiet(absl::Duration quiet, absl::Time deadline) {
-  std::unique_lock<std::mutex> lock(calls_mu_);
+  MutexLock lock(&calls_mu_);
   while (true) {
     const absl::Time now = absl::Now();
     if (calls_in_flight_ == 0 && now >= last_call_ended_ + quiet) return true;
     if (now >= deadline) return false;
     const absl::Time wake = calls_in_flight_ == 0 ? last_call_ended_ + quiet : deadline;
-    idle_.wait_until(lock, absl::ToChronoTime(std::min(wake, deadline)));
+    idle_.WaitWithDeadline(&calls_mu_, std::min(wake, deadline));
   }
 }
 
 int64_t DotsService::calls_in_flight() const {
-  std::lock_guard<std::mutex> lock(calls_mu_);
+  MutexLock lock(&calls_mu_);
   return calls_in_flight_;
 }
 

@@ -27,14 +27,13 @@
 #define DOTS_SERVER_SERVICE_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "core/run/run_registry.h"
+#include "core/util/mutex.h"
 #include "dots/v1/dots.grpc.pb.h"
 #include "server/auth.h"
 #include "server/executor.h"
@@ -169,8 +168,8 @@ class DotsService final : public v1::Dots::CallbackService {
   Executor* const waits_;
   const ServiceOptions options_;
   std::atomic<State> state_{State::kStarting};
-  mutable std::mutex calls_mu_;  // std::mutex: visible to ThreadSanitizer (see core/run/run.h)
-  std::condition_variable idle_;
+  mutable Mutex calls_mu_;
+  CondVar idle_;
   int64_t calls_in_flight_ ABSL_GUARDED_BY(calls_mu_) = 0;
   int64_t streams_open_ ABSL_GUARDED_BY(calls_mu_) = 0;
   absl::Time last_call_ended_ ABSL_GUARDED_BY(calls_mu_) = absl::InfinitePast();

@@ -4,11 +4,9 @@
 #define DOTS_SERVER_SERVICE_INTERNAL_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/run/run_registry.h"
+#include "core/util/mutex.h"
 #include "core/util/status_macros.h"
 #include "dots/v1/dots.pb.h"
 #include "grpcpp/server_context.h"
@@ -138,72 +137,77 @@ class QueuedWriteReactor : public grpc::ServerWriteReactor<Message> {
  public:
   explicit QueuedWriteReactor(size_t max_queued) : max_queued_(max_queued) {}
 
-  void OnWriteDone(bool ok) override {
-    std::unique_lock<std::mutex> lock(mu_);
+  void OnWriteDone(bool ok) override ABSL_LOCKS_EXCLUDED(mu_) {
+    mu_.Lock();
     writing_ = false;
     broken_ |= !ok;
-    space_.notify_all();
+    space_.SignalAll();
     if (!broken_ && !pending_.empty()) {
       current_ = std::move(pending_.front());
       pending_.pop_front();
       writing_ = true;
-      lock.unlock();
-      this->StartWrite(&current_);
+      Message* next = &current_;  // not touched again until this write is done
+      mu_.Unlock();
+      this->StartWrite(next);
       return;
     }
-    if (finish_.has_value()) {
-      grpc::Status status = *finish_;
-      lock.unlock();
-      this->Finish(std::move(status));
-    }
+    std::optional<grpc::Status> finish = finish_;
+    mu_.Unlock();
+    if (finish.has_value()) this->Finish(std::move(*finish));
   }
-  void OnCancel() override {
-    std::lock_guard<std::mutex> lock(mu_);
+  void OnCancel() override ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     broken_ = true;
-    space_.notify_all();
+    space_.SignalAll();
   }
 
  protected:
   // Queues `message`; blocks while the queue is full. False when the client is gone (cancelled
   // or a write failed): the message is dropped and the producer should stop.
-  bool Send(Message message) {
-    std::unique_lock<std::mutex> lock(mu_);
-    space_.wait(lock, [this] { return broken_ || pending_.size() < max_queued_; });
-    if (broken_) return false;
+  bool Send(Message message) ABSL_LOCKS_EXCLUDED(mu_) {
+    mu_.Lock();
+    while (!broken_ && pending_.size() >= max_queued_) space_.Wait(&mu_);
+    if (broken_) {
+      mu_.Unlock();
+      return false;
+    }
     if (writing_) {
       pending_.push_back(std::move(message));
+      mu_.Unlock();
       return true;
     }
     current_ = std::move(message);
     writing_ = true;
-    lock.unlock();
-    this->StartWrite(&current_);
+    Message* next = &current_;  // not touched again until this write is done
+    mu_.Unlock();
+    this->StartWrite(next);
     return true;
   }
   // Finishes now, or after the queued writes when the call is still healthy.
-  void End(grpc::Status status) {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (writing_) {
-      finish_ = std::move(status);
-      return;
+  void End(grpc::Status status) ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      MutexLock lock(&mu_);
+      if (writing_) {
+        finish_ = std::move(status);
+        return;
+      }
     }
-    lock.unlock();
     this->Finish(std::move(status));
   }
-  bool client_gone() {
-    std::lock_guard<std::mutex> lock(mu_);
+  bool client_gone() ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock lock(&mu_);
     return broken_;
   }
 
  private:
   const size_t max_queued_;
-  std::mutex mu_;
-  std::condition_variable space_;
-  bool writing_ = false;  // a StartWrite is outstanding
-  bool broken_ = false;   // cancelled, or a write failed: the client is gone
-  Message current_;
-  std::deque<Message> pending_;
-  std::optional<grpc::Status> finish_;
+  Mutex mu_;
+  CondVar space_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;  // a StartWrite is outstanding
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;   // cancelled, or a write failed: the client is gone
+  Message current_ ABSL_GUARDED_BY(mu_);       // the message being written
+  std::deque<Message> pending_ ABSL_GUARDED_BY(mu_);
+  std::optional<grpc::Status> finish_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace dots::service_internal

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "core/run/run.h"
 #include "core/storage/state_store.h"
+#include "core/util/mutex.h"
 #include "core/util/random.h"
 #include "core/util/status_macros.h"
 
@@ -49,7 +50,7 @@ template <typename Fn>
 absl::StatusOr<double> Parallel(int writers, int64_t total, Fn fn) {
   std::atomic<bool> failed{false};
   std::string error;
-  std::mutex mu;
+  Mutex mu;
   const absl::Time start = absl::Now();
   std::vector<std::thread> threads;
   for (int w = 0; w < writers; ++w) {
@@ -57,7 +58,7 @@ absl::StatusOr<double> Parallel(int writers, int64_t total, Fn fn) {
       for (int64_t i = w; i < total && !failed.load(); i += writers) {
         absl::Status s = fn(i);
         if (!s.ok()) {
-          std::lock_guard<std::mutex> lock(mu);
+          MutexLock lock(&mu);
           failed.store(true);
           error = s.ToString();
         }

@@ -21,12 +21,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/cpp/client.h"
 #include "core/formats/pool.h"
 #include "core/types.h"
+#include "core/util/mutex.h"
 #include "dots/v1/dots.grpc.pb.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
@@ -211,7 +211,7 @@ absl::StatusOr<PhaseResult> RunPhase(const std::string& address, int clients, ab
   std::atomic<bool> stop{false};
   std::latch ready(clients + 1);
   std::latch go(1);
-  absl::Mutex mu;
+  Mutex mu;
   std::vector<double> next_ms, report_ms;
   absl::Status first_error;
   std::vector<std::thread> threads;
@@ -247,7 +247,7 @@ absl::StatusOr<PhaseResult> RunPhase(const std::string& address, int clients, ab
       ready.count_down();
       go.wait();
       while (error.ok() && !stop.load(std::memory_order_relaxed)) error = iterate(true);
-      absl::MutexLock lock(&mu);
+      MutexLock lock(&mu);
       next_ms.insert(next_ms.end(), my_next.begin(), my_next.end());
       report_ms.insert(report_ms.end(), my_report.begin(), my_report.end());
       if (!error.ok() && first_error.ok()) first_error = error;

@@ -32,7 +32,6 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -42,6 +41,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/cpp/client.h"
+#include "core/util/mutex.h"
 #include "tests/server/observe.h"
 #include "tests/server/server_process.h"
 
@@ -137,7 +137,7 @@ int RunSoak(const SoakArgs& args) {
 
   std::atomic<int64_t> errors{0};
   std::atomic<bool> stop{false};
-  std::mutex mu;
+  Mutex mu;
   std::vector<StepSample> steps;
   std::string first_error;
   const absl::Time start = absl::Now();
@@ -164,7 +164,7 @@ int RunSoak(const SoakArgs& args) {
           }
         }
         const double ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
-        std::lock_guard<std::mutex> lock(mu);
+        MutexLock lock(&mu);
         if (!status.ok()) {
           if (errors.fetch_add(1) == 0) first_error = status.ToString();
           stop.store(true);
@@ -185,7 +185,7 @@ int RunSoak(const SoakArgs& args) {
     MemorySample m{absl::ToDoubleSeconds(absl::Now() - start), 0, RssBytes(server.pid()),
                    heap.value_or(0)};
     {
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(&mu);
       m.steps = static_cast<int64_t>(steps.size());
     }
     memory.push_back(m);

@@ -10,6 +10,7 @@
 #include "core/run/round_plan.h"
 #include "core/selection/reference_set.h"
 #include "core/selection/selector.h"
+#include "core/util/mutex.h"
 #include "core/util/random.h"
 #include "core/util/status_macros.h"
 #include "dots/state/v1/state.pb.h"
@@ -60,7 +61,7 @@ absl::StatusOr<std::unique_ptr<Run>> Run::Create(std::string id, RunConfig confi
     batch.DeleteRange(RunPrefix(run->id_), RunPrefixEnd(run->id_));
     batch.Put(RunMetaKey(run->id_), meta.SerializeAsString());
     DOTS_RETURN_IF_ERROR(run->options_.store->Write(std::move(batch)));
-    std::lock_guard<std::mutex> lock(run->mu_);
+    MutexLock lock(&run->mu_);
     run->store_ = run->options_.store;
   }
   run->StartPlanner();
@@ -80,9 +81,9 @@ Run::Run(std::string id, RunConfig config, Options options, std::shared_ptr<cons
 
 Run::~Run() {
   {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     shutdown_ = true;
-    changed_.notify_all();
+    changed_.SignalAll();
   }
   if (planner_.joinable()) planner_.join();
 }
@@ -92,7 +93,7 @@ absl::StatusOr<UpsertResult> Run::UpsertQuestions(std::vector<Question> question
                                                   bool reject_individually) {
   absl::StatusOr<UpsertResult> result;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     DOTS_RETURN_IF_ERROR(CheckNotSealedLocked());
     result = UpsertLocked(questions, embeddings, reject_individually);
   }
@@ -132,7 +133,7 @@ absl::Status Run::CheckUpsertLimitsLocked(const std::vector<Question>& questions
 
 absl::Status Run::CheckLimits() {
   DOTS_RETURN_IF_ERROR(CheckReplayLimit(config_, options_.limits));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const RunLimits& limits = options_.limits;
   if (pool_.size() > limits.max_questions_per_run) {
     return absl::ResourceExhaustedError(
@@ -203,7 +204,7 @@ absl::StatusOr<UpsertResult> Run::UpsertLocked(std::vector<Question>& questions,
     for (auto it = plans_.begin(); it != plans_.end();) {
       it = it->second.ready || !it->second.paper_refs.empty() ? std::next(it) : plans_.erase(it);
     }
-    changed_.notify_all();
+    changed_.SignalAll();
     RunEvent event;
     event.mutable_upsert()->set_pool_size(pool_.size());
     LogLocked(event, PoolRowsLocked(changed));
@@ -257,7 +258,7 @@ void Run::ExpireLeasesLocked(absl::Time now) {
     ++stats_.leases_expired;
     ++expired;
     SettleLocked(lease.step, lease.question);
-    changed_.notify_all();
+    changed_.SignalAll();
   }
   if (expired > 0) {
     RunEvent event;
@@ -399,7 +400,7 @@ absl::Status Run::PlanRoundLocked(int64_t round) {
   plan.ready = true;
   ++stats_.rounds_planned;
   stats_.last_planning_seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  changed_.notify_all();
+  changed_.SignalAll();
   LogPlanLocked(round);
   return absl::OkStatus();
 }
@@ -501,17 +502,16 @@ absl::StatusOr<BatchSlice> Run::NextBatch(int64_t step, int rank, int world_size
                                           int64_t policy_version, absl::Time deadline) {
   absl::StatusOr<BatchSlice> slice;
   {
-    std::unique_lock<std::mutex> lock(mu_);
-    slice = NextBatchLocked(lock, step, rank, world_size, policy_version, deadline);
+    MutexLock lock(&mu_);
+    slice = NextBatchLocked(step, rank, world_size, policy_version, deadline);
   }
   // Also when the step was composed by another caller: nothing is returned before it is durable.
   DOTS_RETURN_IF_ERROR(AwaitDurable());
   return slice;
 }
 
-absl::StatusOr<BatchSlice> Run::NextBatchLocked(std::unique_lock<std::mutex>& lock, int64_t step,
-                                                int rank, int world_size, int64_t policy_version,
-                                                absl::Time deadline) {
+absl::StatusOr<BatchSlice> Run::NextBatchLocked(int64_t step, int rank, int world_size,
+                                                int64_t policy_version, absl::Time deadline) {
   if (step < 0) return absl::InvalidArgumentError(absl::StrFormat("step: %d < 0", step));
   if (world_size < 1) {
     return absl::InvalidArgumentError(absl::StrFormat("world_size: %d < 1", world_size));
@@ -588,13 +588,13 @@ absl::StatusOr<BatchSlice> Run::NextBatchLocked(std::unique_lock<std::mutex>& lo
       DOTS_RETURN_IF_ERROR(PlanRoundLocked(round));
       continue;
     }
-    if (inputs.ok()) changed_.notify_all();  // wake the planner
+    if (inputs.ok()) changed_.SignalAll();  // wake the planner
     if (absl::Now() >= deadline) {
       if (!inputs.ok()) return inputs;
       return absl::DeadlineExceededError(
           absl::StrFormat("round %d is still being planned at the deadline", round));
     }
-    changed_.wait_until(lock, absl::ToChronoTime(std::min(deadline, absl::Now() + kPlannerTick)));
+    changed_.WaitWithDeadline(&mu_, std::min(deadline, absl::Now() + kPlannerTick));
   }
 }
 
@@ -602,7 +602,7 @@ absl::StatusOr<ReportResult> Run::ReportRollouts(int64_t step, std::vector<Rollo
   if (step < 0) return absl::InvalidArgumentError(absl::StrFormat("step: %d < 0", step));
   absl::StatusOr<ReportResult> result;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     DOTS_RETURN_IF_ERROR(CheckNotSealedLocked());
     result = ReportLocked(step, groups);
   }
@@ -632,7 +632,7 @@ absl::StatusOr<ReportResult> Run::ReportLocked(int64_t step, std::vector<Rollout
   const int64_t rejected_before = stats_.rejected_reports;
   const int64_t duplicates_before = stats_.duplicate_reports;
   for (RolloutReport& g : groups) {
-    auto reject = [&](const std::string& why) {
+    auto reject = [&](const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       result.rejected.emplace_back(g.key, why);
       ++stats_.rejected_reports;
     };
@@ -696,7 +696,7 @@ absl::StatusOr<ReportResult> Run::ReportLocked(int64_t step, std::vector<Rollout
   if (logged->groups_size() > 0 || logged->rejected() > 0 || logged->duplicates() > 0) {
     LogLocked(event);
   }
-  if (result.accepted > 0) changed_.notify_all();
+  if (result.accepted > 0) changed_.SignalAll();
   return result;
 }
 
@@ -754,7 +754,7 @@ bool Run::WantPlanningLocked() {
 }
 
 void Run::PlannerLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   while (!shutdown_) {
     ExpireLeasesLocked(options_.clock());
     if (WantPlanningLocked()) {
@@ -763,17 +763,17 @@ void Run::PlannerLoop() {
       planning_error_ = PlanRoundLocked(round);
       if (!planning_error_.ok()) {
         // Surfaced to the NextBatch that needs this round; retried after the next change.
-        changed_.notify_all();
-        changed_.wait_for(lock, absl::ToChronoNanoseconds(kPlannerTick));
+        changed_.SignalAll();
+        changed_.WaitWithTimeout(&mu_, kPlannerTick);
       }
       continue;
     }
-    changed_.wait_for(lock, absl::ToChronoNanoseconds(kPlannerTick));
+    changed_.WaitWithTimeout(&mu_, kPlannerTick);
   }
 }
 
 RunStats Run::Stats() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   ExpireLeasesLocked(options_.clock());
   RunStats s = stats_;
   s.pool_size = pool_.size();
@@ -794,7 +794,7 @@ RunStats Run::Stats() {
 
 absl::StatusOr<std::vector<QuestionEstimate>> Run::GetEstimates(
     const std::vector<std::string>& keys) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (static_cast<int64_t>(latest_p_hat_.size()) != pool_.size() && pool_.size() > 0) {
     // A read: the estimator's recalibration bookkeeping must not change (it is not logged).
     if (estimator_ == nullptr || estimator_stale_) DOTS_RETURN_IF_ERROR(RebuildEstimatorLocked());

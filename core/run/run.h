@@ -39,12 +39,10 @@
 #define DOTS_CORE_RUN_RUN_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -62,6 +60,7 @@
 #include "core/run/run_config.h"
 #include "core/storage/state_store.h"
 #include "core/types.h"
+#include "core/util/mutex.h"
 
 namespace dots {
 namespace state::v1 {
@@ -226,9 +225,8 @@ class Run {
   absl::StatusOr<UpsertResult> UpsertLocked(std::vector<Question>& questions,
                                             const FloatMatrix& embeddings, bool reject_individually)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<BatchSlice> NextBatchLocked(std::unique_lock<std::mutex>& lock, int64_t step,
-                                             int rank, int world_size, int64_t policy_version,
-                                             absl::Time deadline)
+  absl::StatusOr<BatchSlice> NextBatchLocked(int64_t step, int rank, int world_size,
+                                             int64_t policy_version, absl::Time deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<ReportResult> ReportLocked(int64_t step, std::vector<RolloutReport>& groups)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -306,11 +304,10 @@ class Run {
   std::string token_sha256_;  // set before the run is shared, constant afterwards
   std::atomic<bool> broken_{false};
 
-  // std::mutex rather than absl::Mutex: Debian's Abseil is not built with ThreadSanitizer
-  // annotations, so TSan could not see absl::Mutex's happens-before edges, while it intercepts
-  // the pthread calls under std::mutex and std::condition_variable.
-  std::mutex mu_;
-  std::condition_variable changed_;  // plan ready, reports arrived, leases expired, shutdown
+  // dots::Mutex (core/util/mutex.h): std::mutex, which TSan sees, with the capability attributes
+  // that let clang check the ABSL_GUARDED_BY fields below.
+  Mutex mu_;
+  CondVar changed_;  // plan ready, reports arrived, leases expired, shutdown
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   Pool pool_ ABSL_GUARDED_BY(mu_);
   FloatMatrix text_embeddings_ ABSL_GUARDED_BY(mu_);  // when the pool has none

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/run/run.h"
+#include "core/util/mutex.h"
 #include "core/util/status_macros.h"
 #include "dots/state/v1/state.pb.h"
 
@@ -79,7 +80,7 @@ absl::Status Run::AwaitDurable() {
   StateStore* store;
   uint64_t ticket;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     store = store_;
     ticket = last_ticket_;
   }
@@ -97,7 +98,7 @@ absl::Status Run::CheckNotSealedLocked() const {
 }
 
 bool Run::sealed() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return sealed_;
 }
 
@@ -105,7 +106,7 @@ absl::Status Run::SetSealed(bool sealed) {
   StateStore* store;
   bool was_sealed;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     was_sealed = sealed_;
     if (sealed) sealed_ = true;  // no change is accepted from here on
     store = store_;
@@ -126,19 +127,19 @@ absl::Status Run::SetSealed(bool sealed) {
       written = store->Write(std::move(batch));
     }
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   sealed_ = written.ok() ? sealed : was_sealed;
   return written;
 }
 
 void Run::DetachFromStore() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   store_ = nullptr;
 }
 
 absl::Status Run::Checkpoint() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (store_ == nullptr) return absl::OkStatus();
     SnapshotLocked();
   }
@@ -357,7 +358,7 @@ void Run::FillSnapshotLocked(RunSnapshot* snap) {
 
 absl::Status Run::RestoreSnapshotLocked(const RunSnapshot& snap) {
   const int64_t n = pool_.size();
-  auto check_question = [&](int64_t q, std::string_view where) {
+  auto check_question = [&](int64_t q, std::string_view where) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return CheckStoredQuestionLocked(q, absl::StrCat("snapshot ", std::string(where)));
   };
   last_event_ = snap.last_event();
@@ -415,7 +416,8 @@ absl::Status Run::RestoreSnapshotLocked(const RunSnapshot& snap) {
     store_payloads[{r.key(), r.step()}] = r.payload();
   }
   auto restore_steps = [&](const google::protobuf::RepeatedPtrField<state::v1::StepRecordProto>& in,
-                           std::map<int64_t, StepRecord>* out) -> absl::Status {
+                           std::map<int64_t, StepRecord>* out)
+                           ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
     for (const state::v1::StepRecordProto& r : in) {
       StepRecord& record = (*out)[r.step()];
       record.round = r.round();
@@ -591,30 +593,33 @@ absl::Status Run::LoadLocked() {
   int64_t expected = 0;
   std::vector<float> embedding;  // reused: one allocation for the whole pool
   DOTS_RETURN_IF_ERROR(store->Scan(
-      QuestionPrefix(id_), [&](std::string_view key, std::string_view value) -> absl::Status {
-        if (key != QuestionKey(id_, expected)) {
-          return DataLoss(id_, absl::StrFormat("pool row %d is missing", expected));
-        }
-        state::v1::QuestionRecord record;
-        if (!record.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
-          return DataLoss(id_, absl::StrFormat("pool row %d does not parse", expected));
-        }
-        Question q;
-        q.key = record.key();
-        q.prompt = record.prompt();
-        q.metadata_json = record.metadata_json();
-        if (record.has_prior()) q.prior = record.prior();
-        embedding.resize(record.embedding().size() / sizeof(float));
-        if (!embedding.empty()) {
-          std::memcpy(embedding.data(), record.embedding().data(),
-                      embedding.size() * sizeof(float));
-        }
-        if (absl::Status s = pool_.Add(std::move(q), embedding); !s.ok()) {
-          return DataLoss(id_, absl::StrFormat("pool row %d: %s", expected, s.message()));
-        }
-        ++expected;
-        return absl::OkStatus();
-      }));
+      QuestionPrefix(id_),
+      // Called by Scan on this thread, under the lock LoadLocked holds.
+      [&](std::string_view key, std::string_view value)
+          ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+            if (key != QuestionKey(id_, expected)) {
+              return DataLoss(id_, absl::StrFormat("pool row %d is missing", expected));
+            }
+            state::v1::QuestionRecord record;
+            if (!record.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+              return DataLoss(id_, absl::StrFormat("pool row %d does not parse", expected));
+            }
+            Question q;
+            q.key = record.key();
+            q.prompt = record.prompt();
+            q.metadata_json = record.metadata_json();
+            if (record.has_prior()) q.prior = record.prior();
+            embedding.resize(record.embedding().size() / sizeof(float));
+            if (!embedding.empty()) {
+              std::memcpy(embedding.data(), record.embedding().data(),
+                          embedding.size() * sizeof(float));
+            }
+            if (absl::Status s = pool_.Add(std::move(q), embedding); !s.ok()) {
+              return DataLoss(id_, absl::StrFormat("pool row %d: %s", expected, s.message()));
+            }
+            ++expected;
+            return absl::OkStatus();
+          }));
   absl::StatusOr<std::string> snapshot = store->Get(RunSnapshotKey(id_));
   if (snapshot.ok()) {
     RunSnapshot snap;
@@ -626,20 +631,23 @@ absl::Status Run::LoadLocked() {
   }
   if (pool_.size() > 0) estimator_stale_ = true;
   DOTS_RETURN_IF_ERROR(store->Scan(
-      EventPrefix(id_), [&](std::string_view key, std::string_view value) -> absl::Status {
-        if (key < EventKey(id_, last_event_ + 1)) return absl::OkStatus();
-        if (key != EventKey(id_, last_event_ + 1)) {
-          return DataLoss(id_, absl::StrFormat("event %d is missing", last_event_ + 1));
-        }
-        RunEvent event;
-        if (!event.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
-          return DataLoss(id_, absl::StrFormat("event %d does not parse", last_event_ + 1));
-        }
-        DOTS_RETURN_IF_ERROR(ApplyEventLocked(event));
-        ++last_event_;
-        log_bytes_ += static_cast<int64_t>(value.size());
-        return absl::OkStatus();
-      }));
+      EventPrefix(id_),
+      // Called by Scan on this thread, under the lock LoadLocked holds.
+      [&](std::string_view key, std::string_view value)
+          ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+            if (key < EventKey(id_, last_event_ + 1)) return absl::OkStatus();
+            if (key != EventKey(id_, last_event_ + 1)) {
+              return DataLoss(id_, absl::StrFormat("event %d is missing", last_event_ + 1));
+            }
+            RunEvent event;
+            if (!event.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+              return DataLoss(id_, absl::StrFormat("event %d does not parse", last_event_ + 1));
+            }
+            DOTS_RETURN_IF_ERROR(ApplyEventLocked(event));
+            ++last_event_;
+            log_bytes_ += static_cast<int64_t>(value.size());
+            return absl::OkStatus();
+          }));
   // A run that had an estimator gets it back now (embedding matrix, cached projections), so
   // the restart, not the first call after it, pays for the rebuild.
   if (pool_.size() > 0 && (estimator_ != nullptr || restored_estimator_.has_value()) &&
@@ -663,7 +671,7 @@ absl::StatusOr<std::unique_ptr<Run>> Run::Open(const std::string& id, Options op
   run->created_ = absl::FromUnixMicros(meta.created_unix_micros());
   run->token_sha256_ = meta.token_sha256();
   {
-    std::lock_guard<std::mutex> lock(run->mu_);
+    MutexLock lock(&run->mu_);
     run->sealed_ = meta.sealed();
     run->replaying_ = true;
     DOTS_RETURN_IF_ERROR(run->LoadLocked());

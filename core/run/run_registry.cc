@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/util/mutex.h"
 #include "core/util/status_macros.h"
 
 namespace dots {
@@ -31,7 +32,7 @@ absl::StatusOr<RunEntry> RunRegistry::Create(const std::string& id, RunConfig co
                         Run::Create(id, std::move(config), run_options_, std::move(token_sha256)));
   const absl::Time created = run->created();
   RunEntry entry{std::shared_ptr<Run>(std::move(run)), created};
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (!runs_.emplace(id, entry).second) {
     return absl::AlreadyExistsError(absl::StrFormat("run_id: run \"%s\" already exists", id));
   }
@@ -47,14 +48,14 @@ absl::Status NoRoom(int64_t held, int64_t max_runs) {
 }  // namespace
 
 absl::Status RunRegistry::CheckRoomForRun() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   const int64_t held = static_cast<int64_t>(runs_.size()) + reserved_;
   if (held >= run_options_.limits.max_runs) return NoRoom(held, run_options_.limits.max_runs);
   return absl::OkStatus();
 }
 
 absl::StatusOr<RunRegistry::Slot> RunRegistry::ReserveSlot(const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (runs_.contains(id)) {
     return absl::AlreadyExistsError(absl::StrFormat("run_id: run \"%s\" already exists", id));
   }
@@ -66,14 +67,14 @@ absl::StatusOr<RunRegistry::Slot> RunRegistry::ReserveSlot(const std::string& id
 
 RunRegistry::Slot::~Slot() {
   if (registry_ == nullptr) return;
-  std::lock_guard<std::mutex> lock(registry_->mu_);
+  MutexLock lock(&registry_->mu_);
   --registry_->reserved_;
 }
 
 absl::StatusOr<RunEntry> RunRegistry::Get(std::string_view id) const {
   RunEntry entry;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = runs_.find(id);
     if (it == runs_.end()) {
       return absl::NotFoundError(absl::StrFormat("run_id: no run \"%s\"", std::string(id)));
@@ -83,9 +84,9 @@ absl::StatusOr<RunEntry> RunRegistry::Get(std::string_view id) const {
   if (!entry.run->broken()) return entry;
   // A durable write of this run failed: its memory may hold what the store does not. Reopen it
   // from the store, which holds exactly what was acknowledged.
-  std::lock_guard<std::mutex> reopen(reopen_mu_);
+  MutexLock reopen(&reopen_mu_);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = runs_.find(id);
     if (it == runs_.end()) {
       return absl::NotFoundError(absl::StrFormat("run_id: no run \"%s\"", std::string(id)));
@@ -102,7 +103,7 @@ absl::StatusOr<RunEntry> RunRegistry::Get(std::string_view id) const {
                                                reopened.status().message()));
   }
   RunEntry fresh{std::shared_ptr<Run>(*std::move(reopened)), entry.created};
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   runs_[std::string(id)] = fresh;
   return fresh;
 }
@@ -127,7 +128,7 @@ absl::Status RunRegistry::Load(
     }
     const absl::Time created = (*run)->created();
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       runs_[id] = RunEntry{std::shared_ptr<Run>(*std::move(run)), created};
     }
     ++done;
@@ -161,7 +162,7 @@ absl::StatusOr<RunEntry> RunRegistry::Adopt(const std::string& id) {
   }
   const absl::Time created = (*opened)->created();
   RunEntry entry{std::shared_ptr<Run>(*std::move(opened)), created};
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (!runs_.emplace(id, entry).second) {
     return absl::AlreadyExistsError(absl::StrFormat("run_id: run \"%s\" already exists", id));
   }
@@ -169,14 +170,14 @@ absl::StatusOr<RunEntry> RunRegistry::Adopt(const std::string& id) {
 }
 
 std::vector<std::pair<std::string, RunEntry>> RunRegistry::List() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return {runs_.begin(), runs_.end()};
 }
 
 absl::Status RunRegistry::Delete(std::string_view id) {
   std::shared_ptr<Run> doomed;  // destroyed outside the lock: it joins the run's planner
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = runs_.find(id);
     if (it == runs_.end()) {
       return absl::NotFoundError(absl::StrFormat("run_id: no run \"%s\"", std::string(id)));
@@ -190,7 +191,7 @@ absl::Status RunRegistry::Delete(std::string_view id) {
 }
 
 int64_t RunRegistry::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return static_cast<int64_t>(runs_.size());
 }
 

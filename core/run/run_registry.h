@@ -8,7 +8,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -19,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/run/run.h"
+#include "core/util/mutex.h"
 
 namespace dots {
 
@@ -88,8 +88,8 @@ class RunRegistry {
   absl::StatusOr<Slot> ReserveSlot(const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
 
   const Run::Options run_options_;
-  mutable std::mutex reopen_mu_;  // one reopen at a time; never held with mu_ held
-  mutable std::mutex mu_;         // std::mutex: visible to ThreadSanitizer (see core/run/run.h)
+  mutable Mutex reopen_mu_;  // one reopen at a time; never held with mu_ held
+  mutable Mutex mu_;
   mutable std::map<std::string, RunEntry, std::less<>> runs_ ABSL_GUARDED_BY(mu_);
   int64_t reserved_ ABSL_GUARDED_BY(mu_) = 0;  // runs being created or adopted
 };

@@ -4,12 +4,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/util/mutex.h"
 #include "rocksdb/env.h"
 #include "rocksdb/options.h"
 
@@ -174,11 +173,11 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
 StateStore::~StateStore() {
   uint64_t last;
   {
-    std::lock_guard<std::mutex> lock(queue_mu_);
+    MutexLock lock(&queue_mu_);
     last = next_ticket_ - 1;
   }
   if (last > 0) WaitDurable(last).IgnoreError();
-  std::unique_lock<std::shared_mutex> db_lock(db_mu_);
+  WriterMutexLock db_lock(&db_mu_);
   if (db_ != nullptr) db_->Close().PermitUncheckedError();
 }
 
@@ -189,13 +188,13 @@ absl::Status StateStore::FromRocks(const rocksdb::Status& s, std::string_view wh
 }
 
 uint64_t StateStore::Enqueue(rocksdb::WriteBatch batch) {
-  std::lock_guard<std::mutex> lock(queue_mu_);
+  MutexLock lock(&queue_mu_);
   queue_.push_back(std::move(batch));
   return next_ticket_++;
 }
 
 rocksdb::Status StateStore::WritePendingLocked(std::deque<rocksdb::WriteBatch>& pending) {
-  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  ReaderMutexLock db_lock(&db_mu_);
   if (db_ == nullptr) return rocksdb::Status::IOError("the database is closed");
   rocksdb::WriteOptions write;
   write.sync = true;
@@ -212,7 +211,7 @@ rocksdb::Status StateStore::WritePendingLocked(std::deque<rocksdb::WriteBatch>& 
 }
 
 void StateStore::ReopenLocked() {
-  std::unique_lock<std::shared_mutex> db_lock(db_mu_);
+  WriterMutexLock db_lock(&db_mu_);
   if (db_ != nullptr) {
     db_->Close().PermitUncheckedError();  // reports the failed log; closing still completes
     db_.reset();
@@ -232,13 +231,13 @@ void StateStore::ReopenLocked() {
 }
 
 absl::Status StateStore::WaitDurable(uint64_t ticket) {
-  std::lock_guard<std::mutex> commit(commit_mu_);
+  MutexLock commit(&commit_mu_);
   if (written_ < ticket) {
     // This caller writes everything enqueued so far: its own batch and any that concurrent
     // callers enqueued while the previous write held the disk.
     std::deque<rocksdb::WriteBatch> pending;
     {
-      std::lock_guard<std::mutex> lock(queue_mu_);
+      MutexLock lock(&queue_mu_);
       pending.swap(queue_);
     }
     const uint64_t first = written_ + 1, last = written_ + pending.size();
@@ -277,7 +276,7 @@ absl::Status StateStore::Write(rocksdb::WriteBatch batch) {
 }
 
 absl::Status StateStore::Read(const std::function<absl::Status(rocksdb::DB*)>& fn) const {
-  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  ReaderMutexLock db_lock(&db_mu_);
   if (db_ == nullptr) {
     return absl::UnavailableError(absl::StrCat("state_dir: ", dir_,
                                                " is closed after a write error and could not be "
@@ -288,7 +287,7 @@ absl::Status StateStore::Read(const std::function<absl::Status(rocksdb::DB*)>& f
 
 absl::StatusOr<std::vector<std::string>> StateStore::ListRuns() const {
   std::vector<std::string> runs;
-  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  ReaderMutexLock db_lock(&db_mu_);
   if (db_ == nullptr) return FromRocks(rocksdb::Status::IOError("closed"), "listing runs");
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   it->Seek("r/");
@@ -309,7 +308,7 @@ absl::StatusOr<std::vector<std::string>> StateStore::ListRuns() const {
 
 absl::StatusOr<std::string> StateStore::Get(std::string_view key) const {
   std::string value;
-  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  ReaderMutexLock db_lock(&db_mu_);
   if (db_ == nullptr) return FromRocks(rocksdb::Status::IOError("closed"), "read");
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), ToSlice(key), &value);
   if (s.IsNotFound())
@@ -324,7 +323,7 @@ absl::Status StateStore::Scan(
   rocksdb::ReadOptions read;
   read.fill_cache = false;
   read.readahead_size = 8 << 20;  // scans are long and sequential (a whole pool at restart)
-  std::shared_lock<std::shared_mutex> db_lock(db_mu_);
+  ReaderMutexLock db_lock(&db_mu_);
   if (db_ == nullptr) return FromRocks(rocksdb::Status::IOError("closed"), "scan");
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read));
   for (it->Seek(ToSlice(prefix)); it->Valid() && it->key().starts_with(ToSlice(prefix));

@@ -6,7 +6,6 @@
 
 #include <atomic>
 #include <map>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/cpp/client.h"
+#include "core/util/mutex.h"
 #include "dots/v1/dots.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "proto/convert.h"
@@ -44,7 +44,7 @@ class FakeDots final : public pb::Dots::Service {
   std::function<grpc::Status(grpc::ServerContext*)> stats;
   int fail_reports_first = 0;  // ReportRollouts: UNAVAILABLE for the first n calls
 
-  std::mutex mu;
+  Mutex mu;
   std::vector<pb::ReportRolloutsRequest> report_messages;  // of the last call
   std::vector<pb::UpsertQuestionsRequest> upsert_messages;
 
@@ -88,7 +88,7 @@ class FakeDots final : public pb::Dots::Service {
       for (const auto& f : msg.groups()) groups += f.offset() == 0 ? 1 : 0;
     }
     response->set_accepted(groups);
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     report_messages = std::move(messages);
     return grpc::Status::OK;
   }
@@ -109,7 +109,7 @@ class FakeDots final : public pb::Dots::Service {
     r->set_index(n - 1);
     r->set_key("last");
     r->set_error("field \"prior\": test rejection");
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     upsert_messages = std::move(messages);
     return grpc::Status::OK;
   }
@@ -406,7 +406,7 @@ TEST_F(ClientProtocolTest, ReportRolloutsFragmentsPayloadsUnderTheMessageBudget)
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(attempts, 2);
   EXPECT_EQ(result->accepted, static_cast<int64_t>(groups.size()));
-  std::lock_guard<std::mutex> lock(fake_.mu);
+  MutexLock lock(&fake_.mu);
   ASSERT_FALSE(fake_.report_messages.empty());
   EXPECT_EQ(fake_.report_messages[0].run_id(), "r1");
   EXPECT_EQ(fake_.report_messages[0].step(), 5);
@@ -428,7 +428,7 @@ TEST_F(ClientProtocolTest, EmptyReportStillNamesRunAndStep) {
   std::unique_ptr<Client> client = MakeClient();
   absl::StatusOr<ReportResult> result = client->ReportRollouts("r9", 2, {});
   ASSERT_TRUE(result.ok()) << result.status();
-  std::lock_guard<std::mutex> lock(fake_.mu);
+  MutexLock lock(&fake_.mu);
   ASSERT_EQ(fake_.report_messages.size(), 1u);
   EXPECT_EQ(fake_.report_messages[0].run_id(), "r9");
   EXPECT_EQ(fake_.report_messages[0].step(), 2);
@@ -467,7 +467,7 @@ TEST_F(ClientProtocolTest, UpsertQuestionsSplitsMessagesAndReportsProgress) {
   EXPECT_EQ(result->rejected[0].index, n - 1);
   EXPECT_EQ(result->rejected[0].key, "last");
 
-  std::lock_guard<std::mutex> lock(fake_.mu);
+  MutexLock lock(&fake_.mu);
   ASSERT_GT(fake_.upsert_messages.size(), 6u);  // 2 MB in messages of <= 256 KiB
   EXPECT_EQ(fake_.upsert_messages[0].run_id(), "r1");
   int64_t i = 0;
@@ -537,10 +537,10 @@ TEST_F(ClientProtocolTest, GetEstimatesFollowsPagesAndSplitsKeyLists) {
 TEST_F(ClientProtocolTest, ConcurrentCallsShareOneClient) {
   // Every second attempt for each run id fails: a thread's first call succeeds at once, each
   // later one fails once (odd attempt number) and succeeds on its retry.
-  std::mutex mu;
+  Mutex mu;
   std::map<std::string, int> calls_per_run;
   fake_.get_run = [&](grpc::ServerContext*, const std::string& run_id, int) {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     return calls_per_run[run_id]++ % 2 == 1 ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "x")
                                             : grpc::Status::OK;
   };

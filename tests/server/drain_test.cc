@@ -10,13 +10,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "client/cpp/client.h"
+#include "core/util/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/server/server_process.h"
@@ -92,7 +92,7 @@ TEST_F(DrainTest, DrainUnderLoadLosesNoAcknowledgedReport) {
                     R"({"batch_size": 16, "group_size": 4, "steps_per_round": 1,
                         "reference_size": 4, "estimator": {"mode": "history"}})");
   constexpr int kWorld = 4;
-  std::mutex mu;
+  Mutex mu;
   std::map<int64_t, std::vector<RolloutReport>> acknowledged;  // by step
   int64_t acknowledged_groups = 0;
   std::vector<grpc::Status> last(kWorld);
@@ -117,7 +117,7 @@ TEST_F(DrainTest, DrainUnderLoadLosesNoAcknowledgedReport) {
           last[r] = status;
           return;
         }
-        std::lock_guard<std::mutex> lock(mu);
+        MutexLock lock(&mu);
         EXPECT_EQ(response.accepted(), static_cast<int64_t>(groups.size()));
         for (const GroupToReport& g : groups) {
           acknowledged[step].push_back({g.key, g.rewards, g.policy_version, g.payload});
@@ -130,7 +130,7 @@ TEST_F(DrainTest, DrainUnderLoadLosesNoAcknowledgedReport) {
   // Every rank has acknowledged reports of two steps before the drain starts.
   const bool progressed = PollUntil(
       [&] {
-        std::lock_guard<std::mutex> lock(mu);
+        MutexLock lock(&mu);
         return std::all_of(steps_done.begin(), steps_done.end(), [](int64_t s) { return s >= 2; });
       },
       absl::Seconds(30));

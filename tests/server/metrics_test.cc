@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/util/mutex.h"
 #include "dots/v1/dots.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -431,13 +432,13 @@ TEST(MetricsTest, OpenFdsFollowsTheProcess) {
 TEST(MetricsTest, RunSourceRefreshesEveryScrapeAndDropsVanishedRuns) {
   auto metrics = StartMetrics();
   ASSERT_NE(metrics, nullptr);
-  std::mutex mu;
+  Mutex mu;
   std::vector<std::string> runs = {"a", "b"};
   int64_t pool_size = 100;
   int64_t rounds = 1;
   int estimate_calls = 0;
   metrics->SetRunSource([&] {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     std::vector<Metrics::RunSnapshot> out;
     for (const std::string& id : runs) {
       Metrics::RunSnapshot snap;
@@ -459,7 +460,7 @@ TEST(MetricsTest, RunSourceRefreshesEveryScrapeAndDropsVanishedRuns) {
   EXPECT_EQ(Value(samples, "dots_uniform_expected_effective_ratio", {{"run", "a"}}), 0.25);
   EXPECT_EQ(estimate_calls, 2);
   {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     pool_size = 150;
     runs = {"a"};
   }
@@ -470,7 +471,7 @@ TEST(MetricsTest, RunSourceRefreshesEveryScrapeAndDropsVanishedRuns) {
   EXPECT_EQ(Value(samples, "dots_replay_age_steps_count", {{"run", "b"}}), std::nullopt);
   EXPECT_EQ(estimate_calls, 2);  // same round: the expectation is not recomputed
   {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     rounds = 2;
   }
   Scrape(*metrics);

@@ -12,6 +12,7 @@
 
 #include "absl/strings/match.h"
 #include "core/formats/npy.h"
+#include "core/util/mutex.h"
 #include "gmock/gmock.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
@@ -635,10 +636,10 @@ TEST(GrpcStatusTest, ConversionKeepsTheCodeAndTruncatesAtACharacterBoundary) {
 TEST(ExecutorTest, RunsTasksInOrderAndFinishesTheQueueOnShutdown) {
   Executor executor("test", 1);
   std::vector<int> order;
-  std::mutex mu;
+  Mutex mu;
   for (int i = 0; i < 100; ++i) {
     ASSERT_TRUE(executor.Schedule([&, i] {
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(&mu);
       order.push_back(i);
     }));
   }

@@ -8,13 +8,13 @@
 #include <barrier>
 #include <cstdlib>
 #include <map>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "core/run/run.h"
+#include "core/util/mutex.h"
 #include "tests/core/run/run_test_util.h"
 
 namespace dots {
@@ -53,7 +53,7 @@ TEST(RunStressTest, ConcurrentTrainersKeepTheInvariants) {
   ASSERT_TRUE(run.UpsertQuestions(questions, embeddings).ok());
 
   // Shared between the trainer threads and the checker (under mu).
-  std::mutex mu;
+  Mutex mu;
   std::map<int64_t, std::vector<BatchSlice>> slices;  // per step, as seen by the threads
   std::set<std::pair<int64_t, std::string>> accepted;
   int64_t accepted_count = 0, duplicate_count = 0, errors = 0;
@@ -72,7 +72,7 @@ TEST(RunStressTest, ConcurrentTrainersKeepTheInvariants) {
       absl::StatusOr<BatchSlice> slice =
           run.NextBatch(step, rank, world, step, absl::Now() + absl::Seconds(60));
       if (!slice.ok()) {
-        std::lock_guard<std::mutex> lock(mu);
+        MutexLock lock(&mu);
         if (errors++ == 0) first_error = std::string(slice.status().message());
       } else {
         std::vector<RolloutReport> groups;
@@ -88,7 +88,7 @@ TEST(RunStressTest, ConcurrentTrainersKeepTheInvariants) {
           if (rng.Below(8) == 0) groups.push_back(groups.back());  // duplicate in one call
         }
         absl::StatusOr<ReportResult> r = run.ReportRollouts(step, groups);
-        std::lock_guard<std::mutex> lock(mu);
+        MutexLock lock(&mu);
         if (!r.ok() || !r->rejected.empty()) {
           if (errors++ == 0) {
             first_error = r.ok() ? r->rejected[0].second : std::string(r.status().message());
@@ -114,7 +114,7 @@ TEST(RunStressTest, ConcurrentTrainersKeepTheInvariants) {
     if (step % config.steps_per_round == config.steps_per_round - 1) {
       clock.Advance(absl::Seconds(31));
     }
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     ASSERT_EQ(errors, 0) << "step " << step << ": " << first_error;
     const std::vector<BatchSlice>& seen = slices[step];
     ASSERT_EQ(seen.size(), static_cast<size_t>(kThreads));

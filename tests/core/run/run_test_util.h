@@ -3,13 +3,13 @@
 #define DOTS_TESTS_CORE_RUN_TEST_UTIL_H_
 
 #include <atomic>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "core/run/run.h"
+#include "core/util/mutex.h"
 #include "core/util/random.h"
 
 namespace dots::testing {
@@ -34,16 +34,16 @@ inline void MakeQuestions(int64_t n, int dim, uint64_t seed, std::vector<Questio
 class FakeClock {
  public:
   absl::Time Now() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return now_;
   }
   void Advance(absl::Duration d) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     now_ += d;
   }
 
  private:
-  std::mutex mu_;  // std::mutex: visible to ThreadSanitizer (see core/run/run.h)
+  Mutex mu_;
   absl::Time now_ ABSL_GUARDED_BY(mu_) = absl::FromUnixSeconds(1700000000);
 };
 
