@@ -46,15 +46,8 @@ absl::Status NeedsStore(const RunRegistry& registry) {
 // and this write leaves the run with the archived hash (the exported run's token, if any, and
 // the admin token reach it); the caller saw no answer and may delete it as admin.
 absl::Status SetStoredTokenHash(StateStore& store, const std::string& id, std::string hash) {
-  DOTS_ASSIGN_OR_RETURN(std::string value, store.Get(RunMetaKey(id)));
-  state::v1::RunMeta meta;
-  if (!meta.ParseFromString(value)) {
-    return absl::InternalError(absl::StrCat("run \"", id, "\": its meta record does not parse"));
-  }
-  meta.set_token_sha256(std::move(hash));
-  rocksdb::WriteBatch batch;
-  batch.Put(RunMetaKey(id), meta.SerializeAsString());
-  return store.Write(std::move(batch));
+  return UpdateRunMeta(
+      store, id, [&hash](state::v1::RunMeta& meta) { meta.set_token_sha256(std::move(hash)); });
 }
 
 }  // namespace

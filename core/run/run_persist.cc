@@ -113,19 +113,8 @@ absl::Status Run::SetSealed(bool sealed) {
   }
   absl::Status written = AwaitDurable();  // the changes accepted before the seal
   if (written.ok() && store != nullptr) {
-    absl::StatusOr<std::string> value = store->Get(RunMetaKey(id_));
-    state::v1::RunMeta meta;
-    if (!value.ok()) {
-      written = value.status();
-    } else if (!meta.ParseFromString(*value)) {
-      written =
-          absl::DataLossError(absl::StrCat("run \"", id_, "\": the meta record does not parse"));
-    } else if (meta.sealed() != sealed) {
-      meta.set_sealed(sealed);
-      rocksdb::WriteBatch batch;
-      batch.Put(RunMetaKey(id_), meta.SerializeAsString());
-      written = store->Write(std::move(batch));
-    }
+    written =
+        UpdateRunMeta(*store, id_, [sealed](state::v1::RunMeta& meta) { meta.set_sealed(sealed); });
   }
   MutexLock lock(&mu_);
   sealed_ = written.ok() ? sealed : was_sealed;

@@ -9,6 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/util/mutex.h"
+#include "core/util/status_macros.h"
+#include "dots/state/v1/state.pb.h"
 #include "rocksdb/env.h"
 #include "rocksdb/options.h"
 
@@ -343,6 +345,20 @@ absl::Status StateStore::DeleteRun(std::string_view run) {
   rocksdb::Status s = batch.DeleteRange(RunPrefix(run), RunPrefixEnd(run));
   if (!s.ok()) return FromRocks(s, "delete");
   return Write(std::move(batch));
+}
+
+absl::Status UpdateRunMeta(StateStore& store, std::string_view run,
+                           const std::function<void(state::v1::RunMeta&)>& change) {
+  DOTS_ASSIGN_OR_RETURN(std::string value, store.Get(RunMetaKey(run)));
+  state::v1::RunMeta meta;
+  if (!meta.ParseFromString(value)) {
+    return absl::DataLossError(
+        absl::StrCat("run \"", std::string(run), "\": its meta record does not parse"));
+  }
+  change(meta);
+  rocksdb::WriteBatch batch;
+  batch.Put(RunMetaKey(run), meta.SerializeAsString());
+  return store.Write(std::move(batch));
 }
 
 }  // namespace dots

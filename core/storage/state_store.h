@@ -39,6 +39,9 @@
 #include "rocksdb/write_batch.h"
 
 namespace dots {
+namespace state::v1 {
+class RunMeta;
+}  // namespace state::v1
 
 enum class SyncMode { kAlways, kGroup };
 absl::StatusOr<SyncMode> ParseSyncMode(std::string_view name);  // always|group
@@ -141,6 +144,12 @@ class StateStore {
   std::vector<std::pair<uint64_t, uint64_t>> failed_ ABSL_GUARDED_BY(commit_mu_);
   std::string last_error_ ABSL_GUARDED_BY(commit_mu_);
 };
+
+// Reads run `run`'s meta record, applies `change` to it and writes it back durably (one Write).
+// Blocks on disk. Errors: NOT_FOUND without a record, DATA_LOSS when it does not parse, the
+// store's write errors.
+absl::Status UpdateRunMeta(StateStore& store, std::string_view run,
+                           const std::function<void(state::v1::RunMeta&)>& change);
 
 }  // namespace dots
 
