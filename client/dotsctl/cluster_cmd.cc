@@ -39,13 +39,12 @@ constexpr double kArchiveTimeoutSeconds = 3600;
 // Deadline of each control call (list, seal, compare, delete) unless --timeout is shorter: a
 // replica that is down fails the command within this, naming it, not within the archive timeout.
 constexpr double kControlSeconds = 20;
-CallOptions control_call{absl::Seconds(kControlSeconds)};  // set once per command from --timeout
 
-void SetControlDeadline(const Connection& connection) {
+CallOptions ControlCall(const Connection& connection) {
   const double seconds = connection.timeout_seconds > 0
                              ? std::min(connection.timeout_seconds, kControlSeconds)
                              : kControlSeconds;
-  control_call.timeout = absl::Seconds(seconds);
+  return CallOptions{absl::Seconds(seconds)};
 }
 
 struct ClusterArgs {
@@ -55,10 +54,11 @@ struct ClusterArgs {
   bool keep_sealed_sources = false;  // rebalance --keep-sealed-sources
 };
 
-// One replica: its address and a client to it.
+// One replica: its address, a client to it and the options of its control calls.
 struct Replica {
   std::string address;
   std::unique_ptr<Client> client;
+  CallOptions control;
 };
 
 // A copy of a run on a replica.
@@ -86,7 +86,7 @@ int ConnectAll(const std::string& command, const ClusterArgs& args, const Connec
     one.server = addresses[i];
     std::unique_ptr<Client> client = Connect(command, one, timeout);
     if (client == nullptr) return 2;
-    replicas->push_back({addresses[i], std::move(client)});
+    replicas->push_back({addresses[i], std::move(client), ControlCall(connection)});
   }
   return 0;
 }
@@ -96,7 +96,7 @@ int ConnectAll(const std::string& command, const ClusterArgs& args, const Connec
 absl::Status ListAll(std::vector<Replica>& replicas,
                      std::map<std::string, std::vector<Copy>>* out) {
   for (size_t r = 0; r < replicas.size(); ++r) {
-    absl::StatusOr<std::vector<RunInfo>> runs = replicas[r].client->ListRuns(control_call);
+    absl::StatusOr<std::vector<RunInfo>> runs = replicas[r].client->ListRuns(replicas[r].control);
     if (!runs.ok()) {
       return Annotate(runs.status(), absl::StrCat("replica ", replicas[r].address));
     }
@@ -127,7 +127,6 @@ std::string RunLocationJson(const std::string& id, const std::vector<Copy>& copi
 }
 
 int List(const ClusterArgs& args, const Connection& connection) {
-  SetControlDeadline(connection);
   std::vector<Replica> replicas;
   if (int code = ConnectAll("cluster list", args, connection, kTimeoutSeconds, &replicas)) {
     return code;
@@ -165,9 +164,9 @@ int List(const ClusterArgs& args, const Connection& connection) {
 
 // The counters a whole copy of a run must share with its source.
 absl::Status CheckSameRun(const std::string& id, Replica& from, Replica& to) {
-  absl::StatusOr<RunStats> a = from.client->GetRunStats(id, control_call);
+  absl::StatusOr<RunStats> a = from.client->GetRunStats(id, from.control);
   if (!a.ok()) return Annotate(a.status(), absl::StrCat("run ", id, " on ", from.address));
-  absl::StatusOr<RunStats> b = to.client->GetRunStats(id, control_call);
+  absl::StatusOr<RunStats> b = to.client->GetRunStats(id, to.control);
   if (!b.ok()) return Annotate(b.status(), absl::StrCat("run ", id, " on ", to.address));
   if (a->step != b->step || a->round != b->round || a->pool_size != b->pool_size ||
       a->reported_groups != b->reported_groups || a->duplicate_reports != b->duplicate_reports ||
@@ -197,7 +196,7 @@ absl::Status Move(const std::string& id, Replica& from, Replica& to, const std::
   }
   DOTS_RETURN_IF_ERROR(CheckSameRun(id, from, to));
   if (keep_source) return absl::OkStatus();  // a later rebalance deletes the sealed source
-  if (absl::Status s = from.client->DeleteRun(id, control_call); !s.ok()) {
+  if (absl::Status s = from.client->DeleteRun(id, from.control); !s.ok()) {
     return Annotate(s, absl::StrCat("delete of the moved run ", id, " on ", from.address));
   }
   return absl::OkStatus();
@@ -208,7 +207,6 @@ void Progress(const std::string& message) {
 }
 
 int Rebalance(const ClusterArgs& args, const Connection& connection) {
-  SetControlDeadline(connection);
   std::vector<Replica> replicas;
   if (int code =
           ConnectAll("cluster rebalance", args, connection, kArchiveTimeoutSeconds, &replicas)) {
@@ -279,13 +277,14 @@ int Rebalance(const ClusterArgs& args, const Connection& connection) {
     if (live.size() == 1) {
       source = live[0]->replica;
       for (const Copy* c : sealed) {  // stale: the live copy is the run
-        s = replicas[c->replica].client->DeleteRun(id, control_call);
+        s = replicas[c->replica].client->DeleteRun(id, replicas[c->replica].control);
         if (!s.ok() && s.code() != absl::StatusCode::kNotFound) break;
         s = absl::OkStatus();
         action(id, "deleted the stale sealed copy of", c->replica);
       }
       if (s.ok() && source != owner) {
-        absl::StatusOr<RunInfo> info = replicas[source].client->SealRun(id, true, control_call);
+        absl::StatusOr<RunInfo> info =
+            replicas[source].client->SealRun(id, true, replicas[source].control);
         s = info.status();
         if (s.ok()) action(id, "sealed", source);
       }
@@ -294,7 +293,8 @@ int Rebalance(const ClusterArgs& args, const Connection& connection) {
     }
     if (s.ok() && source == owner) {
       if (!live.empty()) continue;  // it was live on its owner: only stale copies were removed
-      absl::StatusOr<RunInfo> info = replicas[owner].client->SealRun(id, false, control_call);
+      absl::StatusOr<RunInfo> info =
+          replicas[owner].client->SealRun(id, false, replicas[owner].control);
       s = info.status();
       if (s.ok()) action(id, "unsealed", owner);
     } else if (s.ok()) {
